@@ -1,0 +1,32 @@
+from pathlib import Path
+
+from setuptools import setup
+
+
+setup(
+    name="uniaudio2",
+    version="0.1.0.dev0",
+    description="Hugging Face Transformers integration of UniAudio 2.0 (language model + ReasoningCodec).",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=["uniaudio2"],
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.4",
+        "transformers>=5.24,<6",
+        "accelerate>=1.0",
+        "peft>=0.17",
+        "datasets>=3.0",
+        "evaluate>=0.4",
+        "safetensors>=0.4",
+        "soundfile>=0.12",
+        "soxr>=0.4",
+        "numpy",
+        "tqdm",
+    ],
+    extras_require={
+        "testing": ["pytest>=8", "pytest-timeout", "jiwer>=3.0"],
+    },
+    entry_points={"console_scripts": ["uniaudio2=uniaudio2.cli:main"]},
+)
