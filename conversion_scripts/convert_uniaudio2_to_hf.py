@@ -307,6 +307,8 @@ def config_from_training_yaml(path: str | os.PathLike, state_dict: dict[str, tor
         reconstruction_bos_token_id=int(args.get("semantic_bos", 8193)) + reason_card,
         reconstruction_eos_token_id=int(args.get("semantic_eos", 8192)) + reason_card,
         reconstruction_pad_token_id=int(args.get("semantic_pad", 8194)) + reason_card,
+        bos_token_id=int(args.get("bos_token_id", 128000)),
+        eos_token_id=int(args.get("eos_token_id", 128001)),
         pad_token_id=int(args.get("text_pad_token", 128020)),
         text_pad_token_id=int(args.get("text_pad_token", 128020)),
         depth_decoder_config={
@@ -349,13 +351,9 @@ def save_model(model: UniAudio2ForConditionalGeneration, output_dir: str | os.Pa
     """Save with remote code into a temporary directory first, then move into place (no half-written output)."""
     output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    model.config.register_for_auto_class("AutoConfig")
-    model.register_for_auto_class("AutoModel")
-    model.register_for_auto_class("AutoModelForCausalLM")
     tmp_dir = Path(tempfile.mkdtemp(prefix=".uniaudio2-convert-", dir=output_dir.parent))
     try:
         model.save_pretrained(tmp_dir, max_shard_size=max_shard_size)
-        _add_auto_map_aliases(tmp_dir)
         card = REPO_ROOT / "model_cards" / "uniaudio2.md"
         if card.is_file():
             shutil.copy(card, tmp_dir / "README.md")
@@ -365,16 +363,6 @@ def save_model(model: UniAudio2ForConditionalGeneration, output_dir: str | os.Pa
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
-
-
-def _add_auto_map_aliases(directory: Path) -> None:
-    config_path = directory / "config.json"
-    config = json.loads(config_path.read_text())
-    auto_map = config.setdefault("auto_map", {})
-    target = auto_map.get("AutoModel", "modeling_uniaudio2.UniAudio2ForConditionalGeneration")
-    for name in ("AutoModel", "AutoModelForCausalLM", "AutoModelForMultimodalLM"):
-        auto_map.setdefault(name, target)
-    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def main(argv=None) -> int:

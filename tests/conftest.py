@@ -22,3 +22,55 @@ def fixture_dir_or_skip(name: str) -> Path:
 def _deterministic_torch():
     torch.manual_seed(0)
     yield
+
+
+def tiny_uniaudio2_config(**overrides):
+    """A tiny UniAudio2Config (random weights are fine for shape/consistency tests)."""
+    from uniaudio2.configuration_uniaudio2 import UniAudio2Config
+
+    kwargs = dict(
+        vocab_size=96,
+        hidden_size=32,
+        intermediate_size=64,
+        num_understanding_layers=2,
+        num_backbone_layers=2,
+        num_generation_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        reasoning_vocab_size=16,
+        reconstruction_vocab_size=24,
+        reasoning_bos_token_id=12,
+        reasoning_eos_token_id=13,
+        reasoning_pad_token_id=15,
+        reconstruction_bos_token_id=37,
+        reconstruction_eos_token_id=36,
+        reconstruction_pad_token_id=38,
+        bos_token_id=80,
+        eos_token_id=81,
+        pad_token_id=82,
+        text_pad_token_id=82,
+        depth_decoder_config=dict(
+            hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=8
+        ),
+    )
+    kwargs.update(overrides)
+    return UniAudio2Config(**kwargs)
+
+
+def random_grid(batch_size=2, seq_len=12, audio_rows=slice(3, 8), vocab_size=80, audio_vocab_size=40, seed=0):
+    """A random grid: text rows everywhere except `audio_rows`."""
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(0, vocab_size, (batch_size, seq_len), generator=generator)
+    audio_codes = torch.randint(0, audio_vocab_size, (batch_size, seq_len, 8), generator=generator)
+    audio_codes_mask = torch.zeros(batch_size, seq_len, dtype=torch.bool)
+    audio_codes_mask[:, audio_rows] = True
+    return {"input_ids": input_ids, "audio_codes": audio_codes, "audio_codes_mask": audio_codes_mask}
+
+
+@pytest.fixture
+def tiny_model():
+    from uniaudio2.modeling_uniaudio2 import UniAudio2ForConditionalGeneration
+
+    torch.manual_seed(0)
+    return UniAudio2ForConditionalGeneration(tiny_uniaudio2_config()).eval()

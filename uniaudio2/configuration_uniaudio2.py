@@ -351,4 +351,6 @@ class UniAudio2Config(PreTrainedConfig):
             )
 
 
+UniAudio2Config.register_for_auto_class()
+
 __all__ = ["UniAudio2Config", "UniAudio2DepthDecoderConfig"]

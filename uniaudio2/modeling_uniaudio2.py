@@ -376,6 +376,15 @@ class UniAudio2ForConditionalGeneration(UniAudio2PreTrainedModel, UniAudio2Gener
         self.depth_decoder = UniAudio2DepthDecoder._from_config(config.depth_decoder_config)
         self.post_init()
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save weights, config and the modeling code (remote code), loadable with every `Auto` class listed below."""
+        target = f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}"
+        auto_map = dict(getattr(self.config, "auto_map", None) or {})
+        for auto_class in ("AutoModel", "AutoModelForCausalLM", "AutoModelForMultimodalLM"):
+            auto_map.setdefault(auto_class, target)
+        self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def get_input_embeddings(self):
         return self.model.embed_tokens
 
@@ -515,5 +524,8 @@ class UniAudio2ForConditionalGeneration(UniAudio2PreTrainedModel, UniAudio2Gener
         audio_loss = (weights * codebook_losses).sum() / num_codebooks
         return audio_loss, codebook_losses
 
+
+# `save_pretrained` copies the code next to the weights so that the directory loads with `trust_remote_code=True`.
+UniAudio2ForConditionalGeneration.register_for_auto_class("AutoModelForCausalLM")
 
 __all__ = ["UniAudio2PreTrainedModel", "UniAudio2Model", "UniAudio2ForConditionalGeneration"]
