@@ -207,7 +207,8 @@ class UniAudio2GenerationMixin(GenerationMixin):
             attention_mask = torch.cat([attention_mask, attention_mask])
 
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        outputs = self(
+        # The base model is enough: audio frames only need the mixed hidden state, not the text logits.
+        outputs = self.model(
             input_ids=input_ids,
             audio_codes=audio_codes,
             audio_codes_mask=audio_codes_mask,
@@ -261,7 +262,7 @@ class UniAudio2GenerationMixin(GenerationMixin):
             audio_codes_mask = torch.cat([audio_codes_mask, torch.ones_like(audio_codes_mask[:, :1])], dim=1)
             input_ids = torch.cat([input_ids, torch.zeros_like(input_ids[:, :1])], dim=1)
             if use_cache:
-                outputs = self(
+                outputs = self.model(
                     input_ids=input_ids[:, -1:],
                     audio_codes=row_codes,
                     audio_codes_mask=audio_codes_mask[:, -1:],
@@ -272,7 +273,7 @@ class UniAudio2GenerationMixin(GenerationMixin):
                 )
                 cache = outputs.cache
             else:
-                outputs = self(
+                outputs = self.model(
                     input_ids=input_ids,
                     audio_codes=audio_codes,
                     audio_codes_mask=audio_codes_mask,
