@@ -167,3 +167,15 @@ def test_bad_generation_arguments(model):
         model.generate(**_tts_prompt(), generation_mode="audio", max_new_frames=0)
     with pytest.raises(ValueError, match="Unsupported"):
         model.generate(**_tts_prompt(), generation_mode="audio", num_beams=2)
+
+
+def test_reasoning_bound_and_code_constraints(model):
+    out = model.generate(**_tts_prompt(), generation_mode="audio", do_sample=True, top_k=0, max_new_frames=9,
+                         max_reasoning_frames=3, constrain_audio_codes=True, generator=torch.Generator().manual_seed(0))
+    # 3 reasoning frames, the forced reasoning-EOS frame, then reconstruction frames
+    assert out.frame_kinds[0, :4].tolist() == [0, 0, 0, 2]
+    assert bool((out.frames[0, 3] == 13).all())
+    reasoning, reconstruction = out.reasoning_codes[0], out.reconstruction_codes[0]
+    assert reasoning.shape == (8, 2) and bool((reasoning < 12).all())
+    # every returned reconstruction code is a codec code (no special ids), so it can be decoded
+    assert reconstruction.shape[1] >= 1 and bool(((reconstruction >= 0) & (reconstruction < 20)).all())

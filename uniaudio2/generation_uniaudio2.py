@@ -130,6 +130,12 @@ class UniAudio2GenerationMixin(GenerationMixin):
                 sampling (defaults: `generation_config.audio_do_sample` / `audio_temperature` / `audio_top_k`, else
                 sampling with temperature 0.9 and top-k 50, the reference's defaults). `top_k=1` is greedy.
             guidance_scale (`float`, *optional*): classifier-free guidance scale; `<= 1` disables guidance.
+            max_reasoning_frames (`int`, *optional*): end the reasoning phase after this many frames by feeding an
+                all-reasoning-EOS frame, as if the model had produced it (the original code has no such bound).
+            constrain_audio_codes (`bool`, *optional*, defaults to `False`): restrict sampling to ids that are valid
+                in the current phase (reasoning codes or the reasoning EOS; then reconstruction codes or the
+                reconstruction EOS), so that every returned code can be decoded. `False` reproduces the original
+                sampler, which only forbids the reasoning range in the reconstruction phase.
             use_cache (`bool`, *optional*, defaults to `True`): use the KV cache (False recomputes the whole grid at
                 every frame; same tokens, slower).
             generator (`torch.Generator`, *optional*): random generator for sampling.
@@ -160,6 +166,8 @@ class UniAudio2GenerationMixin(GenerationMixin):
         temperature: float | None = None,
         top_k: int | None = None,
         guidance_scale: float | None = None,
+        max_reasoning_frames: int | None = None,
+        constrain_audio_codes: bool = False,
         use_cache: bool = True,
         generator: torch.Generator | None = None,
         output_scores: bool = False,
@@ -220,7 +228,9 @@ class UniAudio2GenerationMixin(GenerationMixin):
         last_hidden = outputs.last_hidden_state[:, -1]
 
         reasoning_phase = torch.ones(batch_size, dtype=torch.bool, device=device)
+        reasoning_frames = torch.zeros(batch_size, dtype=torch.long, device=device)
         done = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        allowed = self._phase_vocabularies(device) if constrain_audio_codes else None
         frames, kinds, scores = [], [], []
         reasoning_eos = torch.full((num_codebooks,), config.reasoning_eos_token_id, device=device)
         reconstruction_eos = torch.full((num_codebooks,), config.reconstruction_eos_token_id, device=device)
@@ -234,7 +244,12 @@ class UniAudio2GenerationMixin(GenerationMixin):
                 temperature=temperature,
                 top_k=top_k,
                 generator=generator,
+                allowed=allowed,
             )
+            if max_reasoning_frames is not None:
+                force = reasoning_phase & (reasoning_frames >= max_reasoning_frames)
+                frame = torch.where(force.unsqueeze(-1), reasoning_eos.to(frame.dtype), frame)
+            reasoning_frames += reasoning_phase.long()
             is_stop = (frame == reconstruction_eos).all(-1)
             is_switch = (frame == reasoning_eos).all(-1) & ~is_stop
             kind = torch.where(reasoning_phase, FRAME_REASONING, FRAME_RECONSTRUCTION)
@@ -309,6 +324,20 @@ class UniAudio2GenerationMixin(GenerationMixin):
             audio_scores=torch.stack(scores, dim=1) if output_scores else None,
         )
 
+    def _phase_vocabularies(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ids valid in the reasoning phase and in the reconstruction phase (codes plus the phase's EOS)."""
+        config = self.config
+        ids = torch.arange(config.audio_vocab_size, device=device)
+        reasoning_codes = min(config.reasoning_bos_token_id, config.reasoning_eos_token_id, config.reasoning_pad_token_id)
+        reconstruction_codes = min(
+            config.reconstruction_bos_token_id, config.reconstruction_eos_token_id, config.reconstruction_pad_token_id
+        )
+        reasoning = (ids < reasoning_codes) | (ids == config.reasoning_eos_token_id)
+        reconstruction = ((ids >= config.reasoning_vocab_size) & (ids < reconstruction_codes)) | (
+            ids == config.reconstruction_eos_token_id
+        )
+        return reasoning, reconstruction
+
     def _sample_audio_frame(
         self,
         last_hidden: torch.Tensor,
@@ -318,6 +347,7 @@ class UniAudio2GenerationMixin(GenerationMixin):
         temperature: float,
         top_k: int | None,
         generator: torch.Generator | None,
+        allowed: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.LongTensor, torch.Tensor]:
         """
         Run the depth decoder codebook by codebook from the hidden state of the previous row.
@@ -329,6 +359,9 @@ class UniAudio2GenerationMixin(GenerationMixin):
         batch_size = forbid_reasoning.shape[0]
         cache = DynamicCache(config=config.depth_decoder_config)
         step_input = last_hidden.unsqueeze(1)
+        frame_eos = torch.where(
+            forbid_reasoning, config.reconstruction_eos_token_id, config.reasoning_eos_token_id
+        ).to(last_hidden.device)
         codes, frame_scores = [], []
         for codebook in range(config.num_codebooks):
             logits, _ = self.depth_decoder(step_input, cache=cache, use_cache=True)
@@ -339,6 +372,16 @@ class UniAudio2GenerationMixin(GenerationMixin):
             logits[:, : config.reasoning_vocab_size] = logits[:, : config.reasoning_vocab_size].masked_fill(
                 forbid_reasoning.unsqueeze(-1), float("-inf")
             )
+            if allowed is not None:
+                # A constrained frame is all codes or all EOS: codebook 0 decides, the others follow.
+                phase_allowed = torch.where(forbid_reasoning.unsqueeze(-1), allowed[1], allowed[0])
+                if codebook > 0:
+                    eos_only = torch.zeros_like(phase_allowed)
+                    eos_only.scatter_(1, frame_eos.unsqueeze(-1), True)
+                    phase_allowed = torch.where(
+                        (codes[0] == frame_eos).unsqueeze(-1), eos_only, phase_allowed & ~eos_only
+                    )
+                logits = logits.masked_fill(~phase_allowed, float("-inf"))
             frame_scores.append(logits)
             code = _sample_from_logits(logits, do_sample, temperature, top_k, generator)
             codes.append(code)

@@ -87,6 +87,13 @@ class UniAudio2CausalLMOutputWithPast(ModelOutput):
     last_hidden_state: torch.FloatTensor | None = None
 
 
+def _pipeline_classes() -> dict:
+    """The pipelines saved with the model (this relative import also makes `save_pretrained` copy their file)."""
+    from .pipeline_uniaudio2 import UniAudio2AudioToTextPipeline, UniAudio2TextToAudioPipeline
+
+    return {"audio-to-text": UniAudio2AudioToTextPipeline, "text-to-audio": UniAudio2TextToAudioPipeline}
+
+
 class UniAudio2PreTrainedModel(PreTrainedModel):
     config: UniAudio2Config
     base_model_prefix = "model"
@@ -383,6 +390,13 @@ class UniAudio2ForConditionalGeneration(UniAudio2PreTrainedModel, UniAudio2Gener
         for auto_class in ("AutoModel", "AutoModelForCausalLM", "AutoModelForMultimodalLM"):
             auto_map.setdefault(auto_class, target)
         self.config.auto_map = auto_map
+        pipelines = dict(getattr(self.config, "custom_pipelines", None) or {})
+        for task, pipeline_class in _pipeline_classes().items():
+            pipelines.setdefault(
+                task,
+                {"impl": f"pipeline_uniaudio2.{pipeline_class.__name__}", "pt": ["AutoModelForCausalLM"], "type": "multimodal"},
+            )
+        self.config.custom_pipelines = pipelines
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     def get_input_embeddings(self):
