@@ -11,116 +11,286 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Command line interface: `uniaudio2 <command>` (also `python -m uniaudio2.cli <command>`)."""
+"""
+Command line interface (`uniaudio2 <command>`, also `python -m uniaudio2.cli <command>`).
+
+    uniaudio2 demo                                   the whole chain on the embedded tiny default
+    uniaudio2 transcribe AUDIO... --model DIR        audio → text (also: caption, ask --question)
+    uniaudio2 speak TEXT --model DIR -o out.wav      text → speech (generate --task TTA|TTM for sound/music)
+    uniaudio2 encode AUDIO --model DIR -o codes.safetensors
+    uniaudio2 decode codes.safetensors --model DIR -o out.wav
+    uniaudio2 convert --checkpoint_path ... --config_path ... --output_dir ...
+"""
 
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 
-def _tiny_lm_config(seed: int):
-    from .configuration_uniaudio2 import UniAudio2Config
-
-    # Tiny shapes, but the real Llama-3 special ids and the codec layout (8 codebooks, reasoning block first).
-    return UniAudio2Config(
-        vocab_size=128256,
-        hidden_size=64,
-        intermediate_size=128,
-        num_understanding_layers=1,
-        num_backbone_layers=2,
-        num_generation_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        reasoning_vocab_size=64,
-        reconstruction_vocab_size=72,
-        reasoning_bos_token_id=60,
-        reasoning_eos_token_id=61,
-        reasoning_pad_token_id=63,
-        reconstruction_bos_token_id=64 + 65,
-        reconstruction_eos_token_id=64 + 64,
-        reconstruction_pad_token_id=64 + 66,
-        depth_decoder_config=dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8
-        ),
-    )
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_WAV = REPO_ROOT / "examples" / "hello.wav"
 
 
-def build_tiny_lm(seed: int = 0):
-    """A tiny, untrained UniAudio 2.0 language model built deterministically from `seed`."""
-    import torch
-
-    from .modeling_uniaudio2 import UniAudio2ForConditionalGeneration
-
-    torch.manual_seed(seed)
-    model = UniAudio2ForConditionalGeneration(_tiny_lm_config(seed)).eval()
-    model.generation_config.eos_token_id = model.config.eos_token_id
-    model.generation_config.pad_token_id = model.config.pad_token_id
-    model.generation_config.do_sample = False
-    return model
+class CLIError(Exception):
+    """An error reported to the user as one line, with exit status 2."""
 
 
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, so that a failure leaves no partial output."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    try:
+        write(tmp_name)
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.remove(tmp_name)
+        raise
+
+
+def _write_wav(path: Path, audio, sampling_rate: int) -> None:
+    import soundfile
+
+    _atomic_write(path, lambda name: soundfile.write(name, audio, sampling_rate, subtype="PCM_16", format="WAV"))
+
+
+def _load_model_dir(model_dir: str):
+    if not Path(model_dir).is_dir():
+        raise CLIError(f"model directory not found: {model_dir}")
+    if not (Path(model_dir) / "config.json").is_file():
+        raise CLIError(f"{model_dir} has no config.json: is it a saved UniAudio 2.0 model?")
+    return model_dir
+
+
+def _read_audio(path: str):
+    import soundfile
+
+    if not Path(path).is_file():
+        raise CLIError(f"audio file not found: {path}")
+    try:
+        return soundfile.read(path, dtype="float32", always_2d=False)
+    except (RuntimeError, OSError) as error:
+        raise CLIError(f"could not read {path}: {error}") from error
+
+
+# ------------------------------------------------------------------------------------------------------ commands
 def run_demo(args) -> int:
-    """Build the tiny default, save it, reload it with the Auto classes offline and generate text and audio."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
+    """Tiny default: build from a seed, reload with the Auto classes offline, transcribe a wav, speak a sentence."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForCausalLM, AutoProcessor, pipeline
+
+    from .tiny_default import build_tiny_default
+
     output_dir = Path(args.output_dir)
-    model_dir = output_dir / "tiny-uniaudio2"
-    print("UniAudio 2.0 demo on the embedded tiny default. Its weights are RANDOM (untrained): outputs mean nothing.")
+    print("UniAudio 2.0 demo on the embedded tiny default. Its weights are RANDOM (untrained): the text and audio it")
+    print("produces are meaningless; the demo shows the chain works end to end.")
     start = time.perf_counter()
-    build_tiny_lm(args.seed).save_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval()
-    print(f"saved and reloaded {type(model).__name__} from {model_dir} in {time.perf_counter() - start:.2f}s")
-
-    config = model.config
-    generator = torch.Generator().manual_seed(args.seed)
-    # ASR-style prompt: text rows, then a reasoning segment and a reconstruction segment of an audio clip.
-    prompt_text = torch.tensor([[config.bos_token_id, 1000, 2000, 3000, 271, config.eos_token_id]])
-    reasoning = torch.randint(0, 60, (4, 8), generator=generator)
-    reconstruction = torch.randint(0, 64, (7, 8), generator=generator) + config.reasoning_vocab_size
-    frames = torch.cat([
-        torch.full((1, 8), config.reasoning_bos_token_id), reasoning, torch.full((1, 8), config.reasoning_eos_token_id),
-        torch.full((1, 8), config.reconstruction_bos_token_id), reconstruction,
-        torch.full((1, 8), config.reconstruction_eos_token_id),
-    ])
-    input_ids = torch.cat([prompt_text, torch.zeros(1, frames.shape[0], dtype=torch.long)], 1)
-    audio_codes = torch.cat([torch.zeros(1, prompt_text.shape[1], 8, dtype=torch.long), frames[None]], 1)
-    audio_codes_mask = torch.arange(input_ids.shape[1])[None] >= prompt_text.shape[1]
-    start = time.perf_counter()
-    text = model.generate(input_ids=input_ids, audio_codes=audio_codes, audio_codes_mask=audio_codes_mask, max_new_tokens=16)
-    elapsed = time.perf_counter() - start
-    new_tokens = text[0, input_ids.shape[1]:].tolist()
-    print(f"text mode (audio → text): {len(new_tokens)} tokens in {elapsed:.2f}s: {new_tokens}")
+    model_dir = build_tiny_default(output_dir / "tiny-uniaudio2", seed=args.seed)
+    print(f"[1/4] built and saved the tiny default to {model_dir} ({time.perf_counter() - start:.1f}s)")
 
     start = time.perf_counter()
-    audio = model.generate(
-        input_ids=prompt_text, generation_mode="audio", max_new_frames=args.max_new_frames,
-        generator=torch.Generator().manual_seed(args.seed),
-    )
-    elapsed = time.perf_counter() - start
-    print(
-        f"audio mode (text → audio): {audio.frames.shape[1]} frames in {elapsed:.2f}s; reasoning codes "
-        f"{tuple(audio.reasoning_codes[0].shape)}, reconstruction codes {tuple(audio.reconstruction_codes[0].shape)}"
-    )
+    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True)
+    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+    print(f"[2/4] reloaded {type(model).__name__} + {type(processor).__name__} with the Auto classes, offline "
+          f"({time.perf_counter() - start:.1f}s)")
+
+    start = time.perf_counter()
+    asr = pipeline("audio-to-text", model=str(model_dir), trust_remote_code=True)
+    text = asr(str(args.audio), max_new_tokens=args.max_new_tokens)["text"]
+    print(f"[3/4] pipeline('audio-to-text') on {args.audio}: {text!r} ({time.perf_counter() - start:.1f}s)")
+
+    start = time.perf_counter()
+    tts = pipeline("text-to-audio", model=str(model_dir), trust_remote_code=True)
+    speech = tts(args.text, max_new_frames=args.max_new_frames, seed=args.seed)
+    wav_path = output_dir / "speech.wav"
+    _write_wav(wav_path, speech["audio"], speech["sampling_rate"])
+    seconds = len(speech["audio"]) / speech["sampling_rate"]
+    print(f"[4/4] pipeline('text-to-audio') for {args.text!r}: {seconds:.2f}s of audio at {speech['sampling_rate']} Hz "
+          f"written to {wav_path} ({time.perf_counter() - start:.1f}s)")
     return 0
 
 
-def main(argv=None) -> int:
+def run_audio_to_text(args) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import pipeline
+
+    model_dir = _load_model_dir(args.model)
+    task = {"transcribe": args.task or "ASR", "caption": args.task or "audio_caption", "ask": "audio_understanding"}[
+        args.command
+    ]
+    if args.command == "ask" and not args.question:
+        raise CLIError("`ask` needs --question")
+    clips = [(path, *_read_audio(path)) for path in args.audio]
+    pipe = pipeline("audio-to-text", model=model_dir, trust_remote_code=True)
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        tqdm = None
+    iterator = tqdm(clips, desc=args.command, disable=len(clips) < 2) if tqdm else clips
+    for path, waveform, rate in iterator:
+        result = pipe({"array": waveform, "sampling_rate": rate}, task=task, question=args.question, prompt=args.prompt,
+                      chunk_length_s=args.chunk_length_s, max_new_tokens=args.max_new_tokens)
+        print(f"{path}\t{result['text']}" if len(clips) > 1 else result["text"])
+    return 0
+
+
+def run_text_to_audio(args) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import pipeline
+
+    if not args.text.strip():
+        raise CLIError("the text is empty")
+    model_dir = _load_model_dir(args.model)
+    task = "TTS" if args.command == "speak" else args.task
+    pipe = pipeline("text-to-audio", model=model_dir, trust_remote_code=True)
+    kwargs = {"task": task, "seed": args.seed, "max_new_frames": args.max_new_frames}
+    if args.instruction:
+        kwargs["instruction"] = args.instruction
+    result = pipe(args.text, **kwargs)
+    _write_wav(Path(args.output), result["audio"], result["sampling_rate"])
+    print(f"wrote {len(result['audio']) / result['sampling_rate']:.2f}s of audio to {args.output}")
+    return 0
+
+
+def run_encode(args) -> int:
+    from safetensors.torch import save_file
+    from transformers import AutoFeatureExtractor
+
+    model_dir = _load_model_dir(args.model)
+    waveform, rate = _read_audio(args.audio)
+    extractor = AutoFeatureExtractor.from_pretrained(model_dir, trust_remote_code=True)
+    reasoning, reconstruction = extractor.encode(waveform, sampling_rate=rate)[0]
+    tensors = {"reasoning_codes": reasoning.contiguous(), "reconstruction_codes": reconstruction.contiguous()}
+    _atomic_write(Path(args.output), lambda name: save_file(tensors, name, metadata={"sampling_rate": str(rate)}))
+    print(f"reasoning codes {tuple(reasoning.shape)}, reconstruction codes {tuple(reconstruction.shape)} → {args.output}")
+    return 0
+
+
+def run_decode(args) -> int:
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    from transformers import AutoFeatureExtractor
+
+    model_dir = _load_model_dir(args.model)
+    if not Path(args.codes).is_file():
+        raise CLIError(f"codes file not found: {args.codes}")
+    try:
+        tensors = load_file(args.codes)
+    except (SafetensorError, OSError) as error:
+        raise CLIError(f"could not read {args.codes}: {error}") from error
+    if "reconstruction_codes" not in tensors:
+        raise CLIError(f"{args.codes} has no 'reconstruction_codes' tensor")
+    extractor = AutoFeatureExtractor.from_pretrained(model_dir, trust_remote_code=True)
+    generator = torch.Generator().manual_seed(args.seed)
+    audio = extractor.decode([tensors["reconstruction_codes"]], generator=generator, num_steps=args.num_steps)[0]
+    _write_wav(Path(args.output), audio, extractor.sampling_rate)
+    print(f"wrote {len(audio) / extractor.sampling_rate:.2f}s of audio to {args.output}")
+    return 0
+
+
+def run_convert(args) -> int:
+    import runpy
+
+    script = REPO_ROOT / "conversion_scripts" / (
+        "convert_reasoning_codec_to_hf.py" if args.codec else "convert_uniaudio2_to_hf.py"
+    )
+    if not script.is_file():
+        raise CLIError(f"conversion script not found at {script} (install uniaudio2 from a source checkout)")
+    sys.argv = [str(script), *args.rest]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exit_status:
+        return int(exit_status.code or 0)
+    return 0
+
+
+def _training_entry(name):
+    def run(args) -> int:
+        from . import training_uniaudio2
+
+        return int(getattr(training_uniaudio2, name)(args.rest) or 0)
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uniaudio2", description="UniAudio 2.0 for Hugging Face Transformers.")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="run the whole chain on the embedded tiny default")
+
+    demo = commands.add_parser("demo", help="run the whole chain on the embedded tiny default (untrained)")
     demo.add_argument("--output_dir", default="outputs/demo")
+    demo.add_argument("--audio", default=str(EXAMPLE_WAV), help="wav to transcribe")
+    demo.add_argument("--text", default="hello world")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--max_new_frames", type=int, default=20)
+    demo.add_argument("--max_new_tokens", type=int, default=16)
+    demo.add_argument("--max_new_frames", type=int, default=40)
     demo.set_defaults(func=run_demo)
-    args = parser.parse_args(argv)
+
+    for name, help_text in (("transcribe", "speech → text (ASR)"), ("caption", "audio → caption"),
+                            ("ask", "answer a question about the audio")):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("audio", nargs="+", help="audio file(s)")
+        command.add_argument("--model", required=True, help="saved UniAudio 2.0 directory")
+        command.add_argument("--task", default=None, help="override the task (e.g. music_caption, lyric_recognition)")
+        command.add_argument("--question", default=None)
+        command.add_argument("--prompt", default=None, help="task prompt replacing the default one")
+        command.add_argument("--chunk_length_s", type=float, default=None, help="split long audio into chunks")
+        command.add_argument("--max_new_tokens", type=int, default=256)
+        command.set_defaults(func=run_audio_to_text)
+
+    for name, help_text in (("speak", "text → speech (TTS)"), ("generate", "text → speech, sound or music")):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("text")
+        command.add_argument("--model", required=True)
+        command.add_argument("-o", "--output", required=True, help="output wav")
+        command.add_argument("--task", default="TTS", choices=["TTS", "InstructTTS", "TTA", "TTM", "LTS"])
+        command.add_argument("--instruction", default=None, help="style caption for InstructTTS")
+        command.add_argument("--seed", type=int, default=0)
+        command.add_argument("--max_new_frames", type=int, default=None)
+        command.set_defaults(func=run_text_to_audio)
+
+    encode = commands.add_parser("encode", help="audio → codec tokens (safetensors)")
+    encode.add_argument("audio")
+    encode.add_argument("--model", required=True)
+    encode.add_argument("-o", "--output", required=True)
+    encode.set_defaults(func=run_encode)
+
+    decode = commands.add_parser("decode", help="codec tokens (safetensors) → wav")
+    decode.add_argument("codes")
+    decode.add_argument("--model", required=True)
+    decode.add_argument("-o", "--output", required=True)
+    decode.add_argument("--seed", type=int, default=0)
+    decode.add_argument("--num_steps", type=int, default=None)
+    decode.set_defaults(func=run_decode)
+
+    convert = commands.add_parser("convert", help="convert original checkpoints (arguments of the conversion scripts)")
+    convert.add_argument("--codec", action="store_true", help="convert the ReasoningCodec instead of the LM")
+    convert.add_argument("rest", nargs=argparse.REMAINDER)
+    convert.set_defaults(func=run_convert)
+
+    for name, entry, help_text in (("finetune", "finetune_main", "LoRA fine-tuning with Trainer + PEFT"),
+                                   ("train", "train_main", "four-stage training recipe")):
+        command = commands.add_parser(name, help=help_text, add_help=False)
+        command.add_argument("rest", nargs=argparse.REMAINDER)
+        command.set_defaults(func=_training_entry(entry))
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, OSError) as error:
+    except CLIError as error:
+        print(f"uniaudio2 {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as error:
         print(f"uniaudio2 {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,209 @@
+"""Feature extractor, processor, pipelines and CLI on the tiny default bundle (offline)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from conftest import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    from uniaudio2.tiny_default import build_tiny_default
+
+    return build_tiny_default(tmp_path_factory.mktemp("tiny") / "tiny-uniaudio2", seed=0)
+
+
+@pytest.fixture(scope="module")
+def processor(bundle):
+    from uniaudio2.processing_uniaudio2 import UniAudio2Processor
+
+    return UniAudio2Processor.from_pretrained(bundle, trust_remote_code=True)
+
+
+def _tone(seconds=1.0, rate=24000, freq=220.0):
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ feature extractor
+def test_feature_extractor_conversions(processor):
+    fe = processor.feature_extractor
+    tone = _tone()
+    pcm = (tone * 32767).astype(np.int16)
+    np.testing.assert_allclose(fe.to_mono_float(pcm, 24000), tone, atol=1e-4)
+    stereo = np.stack([tone, 0.5 * tone])
+    np.testing.assert_allclose(fe.to_mono_float(stereo, 24000), 0.75 * tone, atol=1e-6)
+    np.testing.assert_allclose(fe.to_mono_float(stereo.T, 24000), 0.75 * tone, atol=1e-6)
+    resampled = fe.to_mono_float(_tone(rate=16000), 16000)
+    assert abs(resampled.shape[0] - 24000) <= 1
+    batch = fe([tone, tone[:12000]], sampling_rate=24000)
+    assert batch["input_values"].shape == (2, 1, 24000) and batch["padding_mask"][1].sum() == 12000
+
+
+@pytest.mark.parametrize(
+    "audio, rate, message",
+    [
+        (np.zeros(0, dtype=np.float32), 24000, "empty"),
+        (np.array([0.1, np.nan, 0.2], dtype=np.float32), 24000, "NaN"),
+        (np.zeros(100, dtype=np.float32), None, "sampling_rate"),
+        (np.zeros(100, dtype=np.float32), -5, "positive integer"),
+        (np.zeros(100, dtype=np.complex64), 24000, "dtype"),
+        (np.zeros((2, 2, 100), dtype=np.float32), 24000, "1-D"),
+        (np.full(100, 3000.0, dtype=np.float32), 24000, r"\[-1, 1\]"),  # int16 values passed as float
+        (np.zeros(24000 * 700, dtype=np.float32), 24000, "max_duration"),
+        ("not audio", 24000, "numpy array"),
+    ],
+)
+def test_feature_extractor_bad_input(processor, audio, rate, message):
+    with pytest.raises(ValueError, match=message):
+        processor.feature_extractor.to_mono_float(audio, rate)
+
+
+def test_feature_extractor_encode_is_batch_consistent(processor):
+    fe = processor.feature_extractor
+    short, long = _tone(0.6), _tone(1.3, freq=330.0)
+    alone = fe.encode(short, sampling_rate=24000)[0]
+    both = fe.encode([long, short], sampling_rate=24000)
+    assert torch.equal(both[1][0], alone[0]) and torch.equal(both[1][1], alone[1])
+    assert alone[0].shape[0] == 8 and alone[1].shape[0] == 8
+
+
+# ------------------------------------------------------------------------------------------------------ processor
+def test_processor_builds_asr_and_tts_grids(processor):
+    ids = processor.special_ids()
+    audio = [_tone(0.8), _tone(0.4)]
+    batch = processor(audio=audio, sampling_rate=24000, task="ASR")
+    assert set(batch) == {"input_ids", "audio_codes", "audio_codes_mask", "attention_mask"}
+    # left padding for generation prompts; the prompt ends with the reconstruction EOS frame
+    assert batch["attention_mask"][1, 0] == 0 and batch["attention_mask"][0].all()
+    assert (batch["audio_codes"][:, -1] == ids.reconstruction_eos_token_id).all()
+    prompt = processor.tokenize_prompt("speech recognition")
+    assert torch.equal(batch["input_ids"][0, : len(prompt)], prompt)
+    tts = processor(text=["hello world", "the dog"], task="tts")
+    assert not tts["audio_codes_mask"].any()
+    assert (tts["input_ids"][:, -1] == ids.tag("</transcription>")).all()
+
+
+def test_processor_labels_cover_only_the_target(processor):
+    codes = [(torch.randint(0, 32, (8, 3)), torch.randint(0, 64, (8, 5)))]
+    asr = processor(text="hello", audio_codes=codes, task="ASR", output_labels=True)
+    labelled = asr["labels"][0] != -100
+    # the transcription segment: <transcription> BOS hello EOS </transcription>
+    body = processor.tokenizer("hello", add_special_tokens=False)["input_ids"]
+    assert labelled.sum() == len(body) + 4 and (asr["audio_labels"] == -100).all()
+    tts = processor(text="hello", audio_codes=codes, task="TTS", output_labels=True)
+    assert (tts["labels"] == -100).all()
+    audio_rows = tts["audio_labels"][0, :, 0] != -100
+    assert audio_rows.sum() == 3 + 2 + 5 + 2  # both segments with their BOS/EOS frames
+    qa = processor(text="what is it?", answer="a dog", audio_codes=codes, task="audio_understanding", output_labels=True)
+    assert (qa["labels"] != -100).sum() == len(processor.tokenizer("a dog", add_special_tokens=False)["input_ids"]) + 2
+
+
+def test_processor_errors(processor):
+    with pytest.raises(ValueError, match="Unknown task"):
+        processor(text="hi", task="karaoke")
+    with pytest.raises(ValueError, match="needs `text`"):
+        processor(task="TTS")
+    with pytest.raises(ValueError, match="max_length"):
+        processor(text="word " * 3000, task="TTS")
+    with pytest.raises(ValueError, match="non-empty"):
+        processor(text="  ", task="TTS")
+    with pytest.raises(ValueError, match="instruction"):
+        processor(text="hi", task="InstructTTS")
+
+
+def test_processor_round_trip_keeps_the_codec(bundle, tmp_path):
+    from uniaudio2.processing_uniaudio2 import UniAudio2Processor
+
+    loaded = UniAudio2Processor.from_pretrained(bundle, trust_remote_code=True)
+    assert loaded.feature_extractor._codec is None  # lazy
+    loaded.save_pretrained(tmp_path / "resaved")
+    assert (tmp_path / "resaved" / "codec" / "model.safetensors").is_file()
+    again = UniAudio2Processor.from_pretrained(tmp_path / "resaved", trust_remote_code=True)
+    assert again.audio_special_ids == loaded.audio_special_ids
+    tone = _tone(0.5)
+    first, second = loaded.feature_extractor.encode(tone, 24000)[0], again.feature_extractor.encode(tone, 24000)[0]
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
+# --------------------------------------------------------------------------------------- offline Auto + pipelines
+CHILD = r"""
+import sys, numpy as np, soundfile
+from transformers import AutoFeatureExtractor, AutoModel, AutoProcessor, pipeline
+path, wav = sys.argv[1], sys.argv[2]
+assert type(AutoProcessor.from_pretrained(path, trust_remote_code=True)).__name__ == "UniAudio2Processor"
+assert type(AutoFeatureExtractor.from_pretrained(path, trust_remote_code=True)).__name__ == "UniAudio2FeatureExtractor"
+assert type(AutoModel.from_pretrained(path, trust_remote_code=True)).__name__ == "UniAudio2ForConditionalGeneration"
+asr = pipeline("audio-to-text", model=path, trust_remote_code=True)
+audio, rate = soundfile.read(wav, dtype="float32")
+for result in (asr(audio, sampling_rate=rate, max_new_tokens=4), asr({"array": audio, "sampling_rate": rate}, max_new_tokens=4),
+               asr(wav, max_new_tokens=4), asr(wav, task="audio_caption", chunk_length_s=1.0, max_new_tokens=3),
+               asr(wav, task="audio_understanding", question="what?", max_new_tokens=3)):
+    assert isinstance(result["text"], str), result
+batched = asr([wav, wav], batch_size=1, max_new_tokens=3)
+assert len(batched) == 2
+tts = pipeline("text-to-audio", model=path, trust_remote_code=True)
+speech = tts("hello world", max_new_frames=20, seed=0)
+assert speech["sampling_rate"] == 24000 and speech["audio"].ndim == 1 and speech["audio"].size > 0
+again = tts("hello world", max_new_frames=20, seed=0)
+assert np.array_equal(again["audio"], speech["audio"])
+assert "uniaudio2" not in sys.modules
+print("PIPELINES_OK")
+"""
+
+
+def _offline_env(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    return env
+
+
+def test_auto_classes_and_pipelines_offline(bundle, tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    result = subprocess.run([sys.executable, "-I", str(script), str(bundle), str(REPO_ROOT / "examples" / "hello.wav")],
+                            cwd=tmp_path, env=_offline_env(tmp_path), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "PIPELINES_OK" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------- CLI
+def _cli(args, tmp_path):
+    return subprocess.run([sys.executable, "-m", "uniaudio2.cli", *args], cwd=tmp_path, env=_offline_env(tmp_path),
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_cli_end_to_end(bundle, tmp_path):
+    wav = str(REPO_ROOT / "examples" / "hello.wav")
+    result = _cli(["transcribe", wav, "--model", str(bundle), "--max_new_tokens", "3"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    result = _cli(["speak", "hello", "--model", str(bundle), "-o", "out/speech.wav", "--max_new_frames", "14"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    audio, rate = soundfile.read(tmp_path / "out" / "speech.wav")
+    assert rate == 24000 and audio.size > 0
+    result = _cli(["encode", wav, "--model", str(bundle), "-o", "codes.safetensors"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    result = _cli(["decode", "codes.safetensors", "--model", str(bundle), "-o", "decoded.wav"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert soundfile.info(str(tmp_path / "decoded.wav")).samplerate == 24000
+
+
+def test_cli_errors_leave_nothing_behind(bundle, tmp_path):
+    result = _cli(["speak", "   ", "--model", str(bundle), "-o", "empty.wav"], tmp_path)
+    assert result.returncode == 2 and "empty" in result.stderr
+    result = _cli(["transcribe", "missing.wav", "--model", str(bundle)], tmp_path)
+    assert result.returncode == 2 and "not found" in result.stderr
+    (tmp_path / "broken.wav").write_bytes(b"RIFF0000garbage")
+    result = _cli(["encode", "broken.wav", "--model", str(bundle), "-o", "codes.safetensors"], tmp_path)
+    assert result.returncode == 2 and "could not read" in result.stderr
+    result = _cli(["transcribe", "broken.wav", "--model", str(tmp_path / "nomodel")], tmp_path)
+    assert result.returncode == 2 and "model directory not found" in result.stderr
+    leftovers = [p.name for p in tmp_path.iterdir() if p.suffix in (".wav", ".safetensors") and p.name != "broken.wav"]
+    assert leftovers == [] and not any(p.name.startswith(".") and p.is_file() for p in tmp_path.iterdir())
