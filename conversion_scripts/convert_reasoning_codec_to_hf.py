@@ -17,7 +17,10 @@ Convert the original UniAudio 2.0 ReasoningCodec checkpoints to a transformers `
 Two input layouts are supported:
 
 * `--checkpoint_dir DIR`: the released files, `ReasoningCodec.checkpoint` (or `ReasoningCodec_1024.checkpoint`, see
-  `--codec_checkpoint`), `sqcodec.pth` (+ optional `sqcodec_config.yaml`), `music_ssl.pt`, `whisper-medium/`, `wavlm/`.
+  `--codec_checkpoint`), `sqcodec.pth` (+ optional `sqcodec_config.yaml`), `music_ssl.pt`, `whisper-medium/`, `wavlm/`
+  (+ optional `model_config.json` of the DiT). All sizes (including the 8192 / 1024 codebook variants and the
+  unreleased SQ-codec geometry) are read back from the tensor shapes. Pickles are read with
+  `torch.load(weights_only=True)`; the omegaconf `cfg` inside the fairseq `music_ssl.pt` is replaced by inert stand-ins.
 * `--fixture_dir DIR`: the reference-fixture layout (`weights/*.safetensors` with original key names and a
   `config.json` describing every sub-model). A fixture directory may hold only some components; the model is built
   from what is present (missing encoders keep their random initialisation and are reported).
@@ -159,6 +162,9 @@ def config_from_reference(reference: dict, sq_from_weights: dict | None = None) 
     tokenizer = reference.get("tokenizer", {})
     if "guidance_scale" in tokenizer:
         decoder["guidance_scale"] = float(tokenizer["guidance_scale"])
+    if "decode_no_reason_window_seconds" in tokenizer:
+        latent_rate = tokenizer.get("sq_codec_hz", 25)
+        decoder["decode_window_frames"] = int(tokenizer["decode_no_reason_window_seconds"] * latent_rate)
     if sq_from_weights:
         for key, value in sq_from_weights.items():
             if key in decoder and decoder[key] != value:
@@ -434,6 +440,9 @@ def convert_state_dicts(
             decoder = convert_decoder_state_dict(decoder_keys, sq_codec)
             converted.update({"decoder." + k: v for k, v in decoder.items()})
             components.append("decoder")
+        else:
+            for key in decoder_keys:
+                report.drop(key, "decoder weights not converted: no SQ-codec state dict in the input")
     # Keys stored inside the codec checkpoint override the separately loaded encoders (the reference loads the codec
     # checkpoint last, with strict=False).
     whisper = {**(whisper or {}), **overrides["whisper"]} or None
@@ -507,22 +516,45 @@ def load_fixture_dir(fixture_dir: Path) -> tuple[ReasoningCodecConfig, dict]:
     return config_from_reference(reference, sq_shapes), state_dicts
 
 
-def _torch_load(path: Path):
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001
-        raise RuntimeError(
-            f"{path} cannot be read with torch.load(weights_only=True) ({error}). The fairseq/omegaconf pickles need "
-            "their tensors extracted once in a trusted environment, e.g. "
-            "`safetensors.torch.save_file(torch.load(p, weights_only=False)['model'], 'music_ssl.safetensors')`, "
-            "then pass that .safetensors file instead."
-        ) from None
+def _inert_class(qualified_name: str) -> type:
+    """A do-nothing stand-in for a class referenced by a pickle (e.g. fairseq's omegaconf `cfg`): it only stores the
+    arguments it is given, so no code from the checkpoint's libraries ever runs."""
+    module, _, name = qualified_name.rpartition(".")
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+    def __setstate__(self, state):
+        self.state = state
+
+    return type(name, (), {"__init__": __init__, "__setstate__": __setstate__, "__module__": module, "__qualname__": name})
+
+
+def torch_load_weights_only(path: Path):
+    """
+    `torch.load(path, weights_only=True)`. Checkpoints that also pickle configuration objects (the fairseq
+    `music_ssl.pt` holds an omegaconf `cfg`) are read by allow-listing inert stand-ins for exactly the classes the
+    pickle names; tensors are restored normally and no third-party code is executed.
+    """
+    import pickle
+
+    stand_ins = []
+    for _ in range(256):
+        try:
+            with torch.serialization.safe_globals(stand_ins):
+                return torch.load(str(path), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            match = re.search(r"Unsupported global: GLOBAL (\S+) was not an allowed global", str(error))
+            if match is None:
+                raise
+            stand_ins.append(_inert_class(match.group(1)))
+    raise RuntimeError(f"{path}: too many non-tensor classes in the pickle.")
 
 
 def _load_checkpoint_file(path: Path, key: str | None) -> dict:
     if path.suffix == ".safetensors":
         return load_safetensors(path)
-    data = _torch_load(path)
+    data = torch_load_weights_only(path)
     if key is not None and isinstance(data, dict) and key in data:
         data = data[key]
     return data
@@ -534,37 +566,126 @@ def _load_hf_folder(folder: Path) -> dict:
         raise FileNotFoundError(f"No weights found in {folder}")
     state_dict = {}
     for f in files:
-        state_dict.update(load_safetensors(f) if f.suffix == ".safetensors" else _torch_load(f))
+        state_dict.update(load_safetensors(f) if f.suffix == ".safetensors" else torch_load_weights_only(f))
     return state_dict
 
 
-def load_checkpoint_dir(checkpoint_dir: Path, codec_checkpoint: str) -> tuple[ReasoningCodecConfig, dict]:
-    """Released layout. The configuration defaults are the released ones; codebook sizes (8192 / 1024 variants), the
-    Whisper/WavLM geometry and the SQ-codec geometry are read back from the files."""
-    from transformers import WavLMConfig, WhisperConfig
+def _count(state_dict: dict, pattern: str) -> int:
+    return len({m.group(1) for k in state_dict if (m := re.match(pattern, k))})
 
-    codec_path = checkpoint_dir / codec_checkpoint
-    music_path = next((p for p in (checkpoint_dir / "music_ssl.safetensors", checkpoint_dir / "music_ssl.pt") if p.exists()))
+
+def config_from_state_dicts(
+    codec: dict,
+    sq_codec: dict,
+    music_ssl: dict,
+    whisper_config: dict,
+    wavlm_config: dict,
+    dit_config: dict | None = None,
+    sq_config: dict | None = None,
+) -> ReasoningCodecConfig:
+    """
+    Build the configuration of a released checkpoint. Everything that the tensor shapes determine (widths, depths,
+    codebook sizes -- e.g. the 8192 and 1024 variants --, SQ-codec geometry) is read from the weights; the rest comes
+    from the shipped configs (`whisper-medium/config.json`, `wavlm/config.json`, `model_config.json`,
+    `sqcodec_config.yaml`) or the released defaults.
+    """
+    codec_dim = codec["reason_adaptor.weight"].shape[0]
+    thinking = "audio_thinking.encoder_transformers.0."
+    rope_key = thinking + "rope.inv_freq"
+    reasoning = {
+        "hidden_size": codec_dim,
+        "num_hidden_layers": _count(codec, r"audio_thinking\.encoder_transformers\.(\d+)\."),
+        "head_dim": codec[thinking + "self_attn.q_norm.weight"].shape[0],
+        "intermediate_size": codec[thinking + "ff.ff.2.parametrizations.weight.original1"].shape[1],
+        "codebook_size": codec["audio_thinking.reasoning_vq.layers.0._codebook.embed"].shape[-2],
+        "codebook_dim": codec["audio_thinking.reasoning_vq.layers.0._codebook.embed"].shape[-1],
+        "num_quantizers": _count(codec, r"audio_thinking\.reasoning_vq\.layers\.(\d+)\."),
+    }
+    if rope_key in codec:
+        reasoning["rotary_dim"] = 2 * codec[rope_key].shape[0]
+    embed = codec["vq_acoustic.layers.0._codebook.embed"]
+    reconstruction = {
+        "hidden_size": codec_dim,
+        "codebook_size": embed.shape[-2],
+        "codebook_dim": embed.shape[-1],
+        "num_phone_quantizers": _count(codec, r"vq_pronunciation_semantic\.layers\.(\d+)\."),
+        "num_semantic_quantizers": _count(codec, r"vq_structure_semantic\.layers\.(\d+)\."),
+        "num_acoustic_quantizers": _count(codec, r"vq_acoustic\.layers\.(\d+)\."),
+    }
+    music = {re.sub(r"^(pretrained_model\.model\.model\.|model\.)", "", k): v for k, v in music_ssl.items()}
+    hidden = music["conv.linear.weight"].shape[0]
+    conv_dim = music["conv.conv.0.conv1.weight"].shape[0]
+    music_config = {
+        "hidden_size": hidden,
+        "conv_dim": conv_dim,
+        "num_mel_bins": music["conv.linear.weight"].shape[1] // conv_dim * 4,
+        "num_hidden_layers": _count(music, r"conformer\.layers\.(\d+)\."),
+        "intermediate_size": music["conformer.layers.0.ffn1.intermediate_dense.weight"].shape[0],
+        "conv_depthwise_kernel_size": music["conformer.layers.0.conv_module.depthwise_conv.weight"].shape[-1],
+        "num_attention_heads": hidden // (2 * music["conformer.embed_positions.inv_freq"].shape[0]),
+    }
+    sq = infer_sq_codec_config_from_state_dict(sq_codec)
+    if sq_config:
+        sq["sq_causal"] = bool(sq_config.get("causal", True))
+        sq["sq_sampling_rate"] = int(sq_config.get("sample_rate", 24000))
+        if "num_samples" in sq_config:
+            sq["sq_num_samples"] = int(sq_config["num_samples"])
+    dit_layers = _count(codec, r"cfm_wrapper\.estimator\.transformer_blocks\.(\d+)\.")
+    decoder = {"hidden_size": codec_dim, "dit_num_hidden_layers": dit_layers, **sq}
+    if dit_config:
+        decoder.update(
+            dit_num_attention_heads=dit_config["num_attention_heads"],
+            dit_attention_head_dim=dit_config["attention_head_dim"],
+            dit_norm_eps=dit_config.get("norm_eps", 1e-6),
+            dit_attention_bias=dit_config.get("attention_bias", True),
+        )
+    config = ReasoningCodecConfig(
+        whisper_config={k: whisper_config[k] for k in WHISPER_FIELDS if k in whisper_config},
+        wavlm_config={k: wavlm_config[k] for k in WAVLM_FIELDS if k in wavlm_config},
+        music_ssl_config=music_config,
+        reasoning_config=reasoning,
+        reconstruction_config=reconstruction,
+        decoder_config=ReasoningCodecDecoderConfig(**decoder),
+    )
+    inner = config.decoder_config.dit_hidden_size
+    if codec["cfm_wrapper.estimator.proj_in.ffn_2.weight"].shape[0] != inner:
+        raise ValueError(
+            f"DiT width {codec['cfm_wrapper.estimator.proj_in.ffn_2.weight'].shape[0]} does not match heads x head_dim "
+            f"= {inner}; pass the checkpoint's model_config.json."
+        )
+    return config
+
+
+def load_checkpoint_dir(checkpoint_dir: Path, codec_checkpoint: str) -> tuple[ReasoningCodecConfig, dict]:
+    """Released layout (see the module docstring). Sizes are read back from the files."""
+    music_path = next(
+        (p for p in (checkpoint_dir / "music_ssl.safetensors", checkpoint_dir / "music_ssl.pt") if p.exists()), None
+    )
+    if music_path is None:
+        raise FileNotFoundError(f"Neither music_ssl.safetensors nor music_ssl.pt found in {checkpoint_dir}")
     state_dicts = {
-        "codec": _load_checkpoint_file(codec_path, "model"),
+        "codec": _load_checkpoint_file(checkpoint_dir / codec_checkpoint, "model"),
         "sq_codec": _load_checkpoint_file(checkpoint_dir / "sqcodec.pth", "codec_model"),
         "music_ssl": _load_checkpoint_file(music_path, "model"),
         "whisper": _load_hf_folder(checkpoint_dir / "whisper-medium"),
         "wavlm": _load_hf_folder(checkpoint_dir / "wavlm"),
     }
-    codec = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state_dicts["codec"].items()}
-    state_dicts["codec"] = codec
-    whisper_config = WhisperConfig.from_pretrained(str(checkpoint_dir / "whisper-medium")).to_dict()
-    wavlm_config = WavLMConfig.from_pretrained(str(checkpoint_dir / "wavlm")).to_dict()
-    rec_size = codec["vq_acoustic.layers.0._codebook.embed"].shape[-2]
-    reasoning_size = codec["audio_thinking.reasoning_vq.layers.0._codebook.embed"].shape[-2]
-    sq = infer_sq_codec_config_from_state_dict(state_dicts["sq_codec"])
-    config = ReasoningCodecConfig(
-        whisper_config={k: whisper_config[k] for k in WHISPER_FIELDS if k in whisper_config},
-        wavlm_config={k: wavlm_config[k] for k in WAVLM_FIELDS if k in wavlm_config},
-        reasoning_config={"codebook_size": reasoning_size},
-        reconstruction_config={"codebook_size": rec_size},
-        decoder_config=ReasoningCodecDecoderConfig(**sq),
+    state_dicts["codec"] = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state_dicts["codec"].items()}
+    dit_path, sq_path = checkpoint_dir / "model_config.json", checkpoint_dir / "sqcodec_config.yaml"
+    dit_config = json.loads(dit_path.read_text()) if dit_path.is_file() else None
+    sq_config = None
+    if sq_path.is_file():
+        import yaml
+
+        sq_config = yaml.safe_load(sq_path.read_text())["generator"]["config"]
+    config = config_from_state_dicts(
+        state_dicts["codec"],
+        state_dicts["sq_codec"],
+        state_dicts["music_ssl"],
+        json.loads((checkpoint_dir / "whisper-medium" / "config.json").read_text()),
+        json.loads((checkpoint_dir / "wavlm" / "config.json").read_text()),
+        dit_config=dit_config,
+        sq_config=sq_config,
     )
     return config, state_dicts
 
@@ -575,8 +696,9 @@ def load_checkpoint_dir(checkpoint_dir: Path, codec_checkpoint: str) -> tuple[Re
 
 
 class ParityReport:
-    def __init__(self, atol: float):
+    def __init__(self, atol: float, components: tuple[str, ...] = ("codec", "decoder", "whisper", "wavlm", "music_ssl")):
         self.atol = atol
+        self.components = set(components)
         self.codes_equal = True
         self.max_abs_diff = 0.0
         self.results: dict[str, bool] = {}
@@ -624,10 +746,19 @@ def verify_frozen_encoders(model: ReasoningCodecModel, data: dict, report: Parit
     reference_states = data["wavlm.hidden_states"][: states.shape[0]]
     ok &= report.floats("c6", f"wavlm.hidden_states[:{states.shape[0]}]", states, reference_states)
     ok &= report.floats("c6", "wavlm.feature", features.wavlm, data["wavlm.feature"])
+    if "wavlm.cnn_features" in data:
+        cnn = model.wavlm_encoder.feature_extractor(data["wavlm.input_16k_padded"])
+        ok &= report.floats("c6", "wavlm.cnn_features", cnn, data["wavlm.cnn_features"])
     music = model.music_ssl_encoder
     mel = music.mel(wav[..., : (wav.shape[-1] // music.config.samples_per_frame) * music.config.samples_per_frame])
     ok &= report.floats("c6", "music_ssl.mel_db", mel.unsqueeze(1), data["music_ssl.mel_db"])
     ok &= report.floats("c6", "music_ssl.mel_normalized", music.compute_mel(wav), data["music_ssl.mel_normalized"])
+    if "music_ssl.conv_out" in data:
+        hidden = data["music_ssl.mel_normalized"]
+        for block in music.blocks:
+            hidden = block(hidden)
+        conv_out = music.proj(hidden.permute(0, 3, 1, 2).flatten(2))
+        ok &= report.floats("c6", "music_ssl.conv_out", conv_out, data["music_ssl.conv_out"])
     ok &= report.floats("c6", "music_ssl.layer4", features.music_acoustic, data["music_ssl.layer4"])
     ok &= report.floats("c6", "music_ssl.layer11", features.music_semantic, data["music_ssl.layer11"])
     return ok
@@ -658,13 +789,14 @@ def verify_reconstruction(model: ReasoningCodecModel, data: dict, report: Parity
         return_intermediates=True,
     )
     ok &= report.codes("c2", "merge_codes", out.codes, data["merge_codes"])
-    ok &= report.floats("c2", "reasoning_feature_up", out.reasoning_feature_up, data["reasoning_feature_up"])
+    ok &= report.floats("c2", "reasoning_feature_up", out.reasoning_condition, data["reasoning_feature_up"])
     for branch in ("phone", "semantic", "acoustic"):
         ok &= report.floats("c2", f"{branch}.fused", out.fused[branch], data[f"{branch}.fused"])
-        ok &= report.floats("c2", f"film.{branch}.out", out.film_out[branch], data[f"film.{branch}.out"])
+        ok &= report.floats("c2", f"film.{branch}.out", out.modulated[branch], data[f"film.{branch}.out"])
         ok &= report.floats("c2", f"{branch}.quantized", out.branch_quantized[branch], data[f"{branch}.quantized"])
-    merge = model.decoder.condition_proj(out.quantized)
-    ok &= report.floats("c2", "merge_features", merge, data["merge_features"])
+    if "decoder" in report.components:  # `cond_feature_emb` is a decoder weight
+        merge = model.decoder.condition_proj(out.quantized)
+        ok &= report.floats("c2", "merge_features", merge, data["merge_features"])
     return ok
 
 
@@ -682,6 +814,8 @@ def verify_decode_condition(model: ReasoningCodecModel, data: dict, report: Pari
 
             cond_in = summed + upsample_reasoning(reasoning, summed.shape[1])
         ok &= report.floats("c3", f"{scenario}.cond_in", cond_in, data[f"{scenario}.cond_in"])
+        if "decoder" not in report.components:
+            continue
         condition = model.decoder.compute_condition(
             summed, model.reasoning_embeddings(data[f"input.{scenario}.codes_reasoning"]) if scenario == "seg" else None
         )
@@ -732,11 +866,14 @@ def verify_end_to_end(model: ReasoningCodecModel, data: dict, report: ParityRepo
     ok &= report.floats("e2e", "encode.wavlm_feature", features.wavlm, data["encode.wavlm_feature"])
     ok &= report.floats("e2e", "encode.music_ssl_layer4", features.music_acoustic, data["encode.music_ssl_layer4"])
     ok &= report.floats("e2e", "encode.music_ssl_layer11", features.music_semantic, data["encode.music_ssl_layer11"])
+    if "decoder" not in report.components:
+        report.lines.append("  [e2e] decode checks skipped: the SQ-codec / decoder weights are not in the input")
+        return ok
     decoded = model.decode(
         data["reconstruction_codes"],
         reasoning_codes=data["reasoning_codes"],
         num_steps=int(data["decode.dit_out"].shape[0]),
-        guidance_scale=1.5,
+        guidance_scale=model.config.decoder_config.guidance_scale,
         noise=data["input.noise_decode"],
     )
     ok &= report.floats("e2e", "decode.latents", decoded.latents, data["decode.latents"])
@@ -744,7 +881,7 @@ def verify_end_to_end(model: ReasoningCodecModel, data: dict, report: ParityRepo
     pipeline_decoded = model.decode(
         data["pipeline.reconstruction_codes"],
         num_steps=int(data["decode.dit_out"].shape[0]),
-        guidance_scale=1.5,
+        guidance_scale=model.config.decoder_config.guidance_scale,
         noise=data["input.pipeline.noise"],
         tile_short_inputs=True,
     )
@@ -755,17 +892,17 @@ def verify_end_to_end(model: ReasoningCodecModel, data: dict, report: ParityRepo
 VERIFIERS = {
     "c6_frozen_encoders": ("c6", ("whisper", "wavlm", "music_ssl"), verify_frozen_encoders),
     "c1_reasoning_encoder": ("c1", ("codec",), verify_reasoning),
-    "c2_reconstruction_encoder": ("c2", ("codec", "decoder"), verify_reconstruction),
-    "c3_decode_condition": ("c3", ("codec", "decoder"), verify_decode_condition),
+    "c2_reconstruction_encoder": ("c2", ("codec",), verify_reconstruction),
+    "c3_decode_condition": ("c3", ("codec",), verify_decode_condition),
     "c4_dit_flow_matching": ("c4", ("decoder",), verify_dit),
     "c5_sqcodec": ("c5", ("decoder",), verify_sq_codec),
-    "e2e": ("e2e", ("codec", "decoder", "whisper", "wavlm", "music_ssl"), verify_end_to_end),
+    "e2e": ("e2e", ("codec", "whisper", "wavlm", "music_ssl"), verify_end_to_end),
 }
 
 
 @torch.no_grad()
 def verify(model: ReasoningCodecModel, fixture_dir: Path, components: list[str], atol: float) -> ParityReport:
-    report = ParityReport(atol)
+    report = ParityReport(atol, tuple(components))
     data_dir = fixture_dir / "data"
     for stem, (name, needs, function) in VERIFIERS.items():
         path = data_dir / f"{stem}.safetensors"
@@ -773,8 +910,7 @@ def verify(model: ReasoningCodecModel, fixture_dir: Path, components: list[str],
             continue
         missing = [c for c in needs if c not in components]
         if missing:
-            report.lines.append(f"  [{name}] FAIL: needs converted components {missing}")
-            report.finish(name, False)
+            report.lines.append(f"  [{name}] skipped: its weights {missing} are not in the converted input")
             continue
         try:
             ok = function(model, load_safetensors(path), report)
@@ -795,6 +931,9 @@ def save_model(model: ReasoningCodecModel, output_dir: Path):
     output_dir = output_dir.resolve()
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=str(output_dir.parent)))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp creates the folder private (0700)
     try:
         model.save_pretrained(str(tmp))
         if output_dir.exists():
