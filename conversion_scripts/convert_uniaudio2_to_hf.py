@@ -347,13 +347,44 @@ def set_generation_defaults(model: UniAudio2ForConditionalGeneration) -> None:
     generation_config.audio_guidance_scale = 1.0
 
 
-def save_model(model: UniAudio2ForConditionalGeneration, output_dir: str | os.PathLike, max_shard_size: str = "5GB"):
+def build_processor(config: UniAudio2Config, tokenizer_path: str, codec_dir: str | None = None):
+    """The processor of the converted model: its text tokenizer, and the converted ReasoningCodec when given."""
+    from transformers import AutoTokenizer
+
+    from uniaudio2.feature_extraction_uniaudio2 import UniAudio2FeatureExtractor
+    from uniaudio2.processing_uniaudio2 import UniAudio2Processor, audio_special_ids_from_config
+
+    if not Path(tokenizer_path).exists():
+        raise FileNotFoundError(f"Tokenizer not found: {tokenizer_path}")
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    feature_extractor = UniAudio2FeatureExtractor()
+    if codec_dir is not None:
+        from uniaudio2.modeling_reasoning_codec import ReasoningCodecModel
+
+        if not (Path(codec_dir) / "config.json").is_file():
+            raise FileNotFoundError(f"No converted codec (config.json) in {codec_dir}")
+        feature_extractor.set_codec(ReasoningCodecModel.from_pretrained(codec_dir))
+    processor = UniAudio2Processor(feature_extractor, tokenizer, audio_special_ids=audio_special_ids_from_config(config))
+    ids = processor.special_ids()  # raises if the tokenizer lacks the UniAudio special tokens
+    for name in ("bos_token_id", "eos_token_id", "text_pad_token_id"):
+        if getattr(ids, name) != getattr(config, name):
+            raise ConversionError(
+                f"The tokenizer's {name} ({getattr(ids, name)}) differs from the checkpoint's ({getattr(config, name)})."
+            )
+    return processor
+
+
+def save_model(
+    model: UniAudio2ForConditionalGeneration, output_dir: str | os.PathLike, max_shard_size: str = "5GB", processor=None
+):
     """Save with remote code into a temporary directory first, then move into place (no half-written output)."""
     output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=".uniaudio2-convert-", dir=output_dir.parent))
     try:
         model.save_pretrained(tmp_dir, max_shard_size=max_shard_size)
+        if processor is not None:
+            processor.save_pretrained(tmp_dir)
         card = REPO_ROOT / "model_cards" / "uniaudio2.md"
         if card.is_file():
             shutil.copy(card, tmp_dir / "README.md")
@@ -373,6 +404,8 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--output_dir", required=True, help="where to write the transformers checkpoint")
     parser.add_argument("--verify_against", default=None, help="fixture directory to check parity against")
+    parser.add_argument("--tokenizer_path", default=None, help="text tokenizer (Llama-3.2 + UniAudio tags) to save as processor")
+    parser.add_argument("--codec_dir", default=None, help="converted ReasoningCodec to bundle with the processor")
     parser.add_argument("--max_shard_size", default="5GB")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     args = parser.parse_args(argv)
@@ -393,8 +426,11 @@ def main(argv=None) -> int:
         progress.update()
         model = build_model(config, converted).to(getattr(torch, args.dtype))
         set_generation_defaults(model)
+        processor = build_processor(config, args.tokenizer_path, args.codec_dir) if args.tokenizer_path else None
+        if args.codec_dir and processor is None:
+            raise ValueError("--codec_dir needs --tokenizer_path (the codec is saved with the processor).")
         progress.update()
-        save_model(model, args.output_dir, args.max_shard_size)
+        save_model(model, args.output_dir, args.max_shard_size, processor=processor)
         progress.update()
     print(f"Saved the converted model to {args.output_dir}")
 

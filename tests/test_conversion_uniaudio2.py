@@ -166,3 +166,27 @@ def test_training_yaml_config(tmp_path):
     yaml_path.write_text(yaml_path.read_text().replace("Llama-3.2-3B", "Llama-Unknown"))
     with pytest.raises(convert.ConversionError, match="Unknown `llm_name`"):
         convert.config_from_training_yaml(yaml_path, original)
+
+
+def test_conversion_with_tokenizer_and_codec_writes_a_full_bundle(tmp_path):
+    """The converted directory carries model, processor (tokenizer + codec) and card, and loads with the Auto classes."""
+    from uniaudio2.tiny_default import build_tiny_codec, build_tiny_lm, build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    codec = build_tiny_codec(0)
+    codec.save_pretrained(tmp_path / "codec")
+    config = build_tiny_lm(tokenizer, codec.config).config
+    original, _ = _original_state_dict(config)
+    processor = convert.build_processor(config, str(tmp_path / "tokenizer"), str(tmp_path / "codec"))
+    model = convert.build_model(config, convert.convert_state_dict(original, config))
+    convert.save_model(model, tmp_path / "out", processor=processor)
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "codec", "README.md",
+            "pipeline_uniaudio2.py", "processing_uniaudio2.py"} <= names
+    from transformers import AutoProcessor
+
+    loaded = AutoProcessor.from_pretrained(tmp_path / "out", trust_remote_code=True)
+    assert loaded.audio_special_ids["reasoning_vocab_size"] == config.reasoning_vocab_size
+    with pytest.raises(FileNotFoundError):
+        convert.build_processor(config, str(tmp_path / "missing"))
