@@ -936,6 +936,9 @@ def save_model(model: ReasoningCodecModel, output_dir: Path):
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp creates the folder private (0700)
     try:
         model.save_pretrained(str(tmp))
+        card = Path(__file__).resolve().parents[1] / "model_cards" / "reasoning_codec.md"
+        if card.is_file():
+            shutil.copy(card, tmp / "README.md")
         if output_dir.exists():
             backup = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=str(output_dir.parent)))
             backup.rmdir()
