@@ -124,7 +124,11 @@ def map_original_key(key: str) -> list[str]:
 
 
 def _stack_config(config: UniAudio2Config, stack: str):
-    return config.depth_decoder_config if stack == "decoder" else config
+    """Object with the attention shapes (heads, KV heads, head dim) of one original stack."""
+    if stack == "decoder":
+        return config.depth_decoder_config
+    name = {"backbone": "backbone", "audio_understanding_expert": "understanding", "audio_generation_expert": "generation"}
+    return argparse.Namespace(**config.stack_shapes(name[stack]))
 
 
 def convert_state_dict(original: dict[str, torch.Tensor], config: UniAudio2Config) -> dict[str, torch.Tensor]:
@@ -202,10 +206,22 @@ def config_from_fixture_json(path: str | os.PathLike) -> UniAudio2Config:
     except KeyError as error:
         raise ConversionError(f"{path} is not a UniAudio 2.0 fixture config (missing {error}).") from error
     backbone, decoder = stacks["backbone"], stacks["decoder"]
+    expert_layouts = {}
     for expert in ("understanding_expert", "generation_expert"):
-        for field in ("hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size"):
-            if stacks[expert][field] != backbone[field]:
-                raise ConversionError(f"{expert}.{field} ({stacks[expert][field]}) differs from the backbone's.")
+        if stacks[expert]["hidden_size"] != backbone["hidden_size"]:
+            raise ConversionError(
+                f"{expert}.hidden_size ({stacks[expert]['hidden_size']}) differs from the backbone's: the original "
+                "model adds the experts' outputs to the backbone's stream, so their widths must match."
+            )
+        for field in ("rms_norm_eps", "rope_theta", "rope_scaling"):
+            if stacks[expert].get(field) != backbone.get(field):
+                raise ConversionError(f"{expert}.{field} differs from the backbone's, which this port does not support.")
+        overrides = {
+            field: stacks[expert][field]
+            for field in ("num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size")
+            if stacks[expert][field] != backbone[field]
+        }
+        expert_layouts[expert.split("_")[0]] = overrides or None
     weights = data.get("training_forward", {})
     return UniAudio2Config(
         vocab_size=backbone["vocab_size"],
@@ -236,6 +252,8 @@ def config_from_fixture_json(path: str | os.PathLike) -> UniAudio2Config:
         text_loss_weight=float(weights.get("lambda_text", 1.6)),
         audio_loss_weight=float(weights.get("lambda_audio", 1.0)),
         codebook_loss_weights=[float(w) for w in weights.get("codebook_loss_weights", [2, 2, 2, 1, 1, 1, 1, 1])],
+        understanding_layer_config=expert_layouts["understanding"],
+        generation_layer_config=expert_layouts["generation"],
         depth_decoder_config={
             "hidden_size": decoder["hidden_size"],
             "intermediate_size": decoder["intermediate_size"],
@@ -326,8 +344,10 @@ def build_model(config: UniAudio2Config, converted: dict[str, torch.Tensor]) -> 
     model.load_state_dict(converted, strict=True, assign=True)
     # Non-persistent buffers were created on the meta device: rebuild them on CPU.
     model.model.audio_tokens_offsets = torch.arange(config.num_codebooks) * config.audio_vocab_size
-    model.model.rotary_emb = LlamaRotaryEmbedding(config=config)
-    model.depth_decoder.rotary_emb = LlamaRotaryEmbedding(config=config.depth_decoder_config)
+    for owner in (model.model, model.depth_decoder):
+        for name, module in list(owner.named_children()):
+            if isinstance(module, LlamaRotaryEmbedding):
+                setattr(owner, name, LlamaRotaryEmbedding(config=module.config))
     return model.eval()
 
 

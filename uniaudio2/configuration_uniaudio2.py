@@ -30,6 +30,14 @@ def _llama3_rope_parameters() -> dict:
     }
 
 
+STACK_SHAPE_FIELDS = ("num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size")
+
+
+class _Shapes:
+    def __init__(self, values: dict):
+        self.__dict__.update(values)
+
+
 def _check_attention_shapes(config, prefix: str):
     if config.num_attention_heads <= 0 or config.num_key_value_heads <= 0:
         raise ValueError(f"{prefix}: attention head counts must be positive.")
@@ -223,6 +231,12 @@ class UniAudio2Config(PreTrainedConfig):
             How each codebook's summed cross-entropy is normalised. `"all_frames"` divides by the number of audio
             frames the depth decoder ran on (including input-only audio whose loss is masked), as the original
             training code does; `"labeled_frames"` divides by the number of frames that carry a label for that codebook.
+        understanding_layer_config (`dict`, *optional*):
+            Attention / feed-forward shapes of the understanding layers where they differ from the backbone's (keys
+            among `num_attention_heads`, `num_key_value_heads`, `head_dim`, `intermediate_size`). The released model
+            uses the backbone's shapes (`None`).
+        generation_layer_config (`dict`, *optional*):
+            The same for the generation layers.
         depth_decoder_config (`UniAudio2DepthDecoderConfig` or `dict`, *optional*):
             Configuration of the depth decoder.
     """
@@ -268,6 +282,8 @@ class UniAudio2Config(PreTrainedConfig):
     audio_loss_weight: float = 1.0
     codebook_loss_weights: list[float] | None = None
     audio_loss_normalization: str = "all_frames"
+    understanding_layer_config: dict | None = None
+    generation_layer_config: dict | None = None
     depth_decoder_config: dict | PreTrainedConfig | None = None
 
     def __post_init__(self, **kwargs):
@@ -290,6 +306,17 @@ class UniAudio2Config(PreTrainedConfig):
         # Run the checks here too so that an inconsistent config raises a plain `ValueError` at construction.
         self.validate_architecture()
 
+    def stack_shapes(self, stack: str) -> dict:
+        """
+        Attention / feed-forward shapes of one stack (`"understanding"`, `"backbone"` or `"generation"`): the
+        backbone's, updated with the stack's overrides.
+        """
+        shapes = {name: getattr(self, name) for name in STACK_SHAPE_FIELDS}
+        overrides = {"understanding": self.understanding_layer_config, "generation": self.generation_layer_config,
+                     "backbone": None}[stack]
+        shapes.update(overrides or {})
+        return shapes
+
     @property
     def audio_vocab_size(self) -> int:
         """Size of each codebook's vocabulary (reasoning block followed by the reconstruction block)."""
@@ -309,6 +336,14 @@ class UniAudio2Config(PreTrainedConfig):
                 f"+ num_backbone_layers + num_generation_layers ({expected_layers})."
             )
         _check_attention_shapes(self, "UniAudio2Config")
+        for stack in ("understanding", "generation"):
+            overrides = getattr(self, f"{stack}_layer_config") or {}
+            unknown = sorted(set(overrides) - set(STACK_SHAPE_FIELDS))
+            if unknown:
+                raise ValueError(
+                    f"UniAudio2Config: `{stack}_layer_config` may only override {list(STACK_SHAPE_FIELDS)}, got {unknown}."
+                )
+            _check_attention_shapes(_Shapes(self.stack_shapes(stack)), f"UniAudio2Config ({stack} layers)")
         if self.num_codebooks < 1:
             raise ValueError("UniAudio2Config: `num_codebooks` must be at least 1.")
         if self.reasoning_vocab_size < 1 or self.reconstruction_vocab_size < 1:

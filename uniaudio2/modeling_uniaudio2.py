@@ -117,6 +117,22 @@ class UniAudio2PreTrainedModel(PreTrainedModel):
             init.copy_(module.audio_tokens_offsets, offsets * self.config.audio_vocab_size)
 
 
+class _StackConfigView:
+    """
+    The model config seen by the layers of one stack: the stack's attention / feed-forward shapes, everything else
+    (including the attention implementation, so that `set_attn_implementation` keeps applying) read from the model
+    config itself.
+    """
+
+    def __init__(self, config: UniAudio2Config, shapes: dict):
+        self.__dict__["_config"] = config
+        self.__dict__["_shapes"] = shapes
+
+    def __getattr__(self, name):
+        shapes = self.__dict__["_shapes"]
+        return shapes[name] if name in shapes else getattr(self.__dict__["_config"], name)
+
+
 def _run_layers(layers, hidden_states, attention_mask, position_ids, position_embeddings, cache, use_cache, **kwargs):
     for layer in layers:
         hidden_states = layer(
@@ -150,8 +166,10 @@ class UniAudio2Model(UniAudio2PreTrainedModel):
         self.embed_audio_tokens = nn.Embedding(config.num_codebooks * config.audio_vocab_size, config.hidden_size)
         first_backbone = config.num_understanding_layers
         first_generation = first_backbone + config.num_backbone_layers
+        understanding_config = self._stack_config(config, "understanding")
+        generation_config = self._stack_config(config, "generation")
         self.understanding_layers = nn.ModuleList(
-            [LlamaDecoderLayer(config, layer_idx) for layer_idx in range(first_backbone)]
+            [LlamaDecoderLayer(understanding_config, layer_idx) for layer_idx in range(first_backbone)]
         )
         self.understanding_norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.layers = nn.ModuleList(
@@ -159,15 +177,32 @@ class UniAudio2Model(UniAudio2PreTrainedModel):
         )
         self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.generation_layers = nn.ModuleList(
-            [LlamaDecoderLayer(config, layer_idx) for layer_idx in range(first_generation, config.num_hidden_layers)]
+            [
+                LlamaDecoderLayer(generation_config, layer_idx)
+                for layer_idx in range(first_generation, config.num_hidden_layers)
+            ]
         )
         self.generation_norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.rotary_emb = LlamaRotaryEmbedding(config=config)
+        # Stacks whose head dimension differs from the backbone's need their own rotary tables.
+        self.understanding_rotary_emb = (
+            LlamaRotaryEmbedding(config=understanding_config) if understanding_config is not config else None
+        )
+        self.generation_rotary_emb = (
+            LlamaRotaryEmbedding(config=generation_config) if generation_config is not config else None
+        )
         self.register_buffer(
             "audio_tokens_offsets", torch.arange(config.num_codebooks) * config.audio_vocab_size, persistent=False
         )
         self.gradient_checkpointing = False
         self.post_init()
+
+    @staticmethod
+    def _stack_config(config: UniAudio2Config, stack: str):
+        shapes = config.stack_shapes(stack)
+        if shapes["head_dim"] == config.head_dim and shapes == config.stack_shapes("backbone"):
+            return config
+        return _StackConfigView(config, shapes)
 
     def get_input_embeddings(self):
         return self.embed_tokens
@@ -273,19 +308,27 @@ class UniAudio2Model(UniAudio2PreTrainedModel):
             cache=cache,
         )
         position_embeddings = self.rotary_emb(inputs_embeds, position_ids=position_ids)
-        layer_kwargs = {
-            "attention_mask": causal_mask,
-            "position_ids": position_ids,
-            "position_embeddings": position_embeddings,
-            "cache": cache,
-            "use_cache": use_cache,
-        }
 
-        understanding = _run_layers(self.understanding_layers, audio_embeds, **layer_kwargs, **kwargs)
+        def stack_kwargs(rotary):
+            embeddings = position_embeddings if rotary is None else rotary(inputs_embeds, position_ids=position_ids)
+            return {
+                "attention_mask": causal_mask,
+                "position_ids": position_ids,
+                "position_embeddings": embeddings,
+                "cache": cache,
+                "use_cache": use_cache,
+                **kwargs,
+            }
+
+        understanding = _run_layers(
+            self.understanding_layers, audio_embeds, **stack_kwargs(self.understanding_rotary_emb)
+        )
         understanding = self.understanding_norm(understanding)
         backbone_input = understanding * audio_rows_f + inputs_embeds * text_rows_f
-        backbone = self.norm(_run_layers(self.layers, backbone_input, **layer_kwargs, **kwargs))
-        generation = _run_layers(self.generation_layers, backbone * audio_rows_f, **layer_kwargs, **kwargs)
+        backbone = self.norm(_run_layers(self.layers, backbone_input, **stack_kwargs(None)))
+        generation = _run_layers(
+            self.generation_layers, backbone * audio_rows_f, **stack_kwargs(self.generation_rotary_emb)
+        )
         generation = self.generation_norm(generation)
         hidden_states = generation * audio_rows_f + backbone * text_rows_f
 
