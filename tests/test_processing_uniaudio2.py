@@ -207,3 +207,17 @@ def test_cli_errors_leave_nothing_behind(bundle, tmp_path):
     assert result.returncode == 2 and "model directory not found" in result.stderr
     leftovers = [p.name for p in tmp_path.iterdir() if p.suffix in (".wav", ".safetensors") and p.name != "broken.wav"]
     assert leftovers == [] and not any(p.name.startswith(".") and p.is_file() for p in tmp_path.iterdir())
+
+
+def test_chat_messages_map_to_tasks(processor):
+    tone = _tone(0.5)
+    qa = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "audio", "audio": tone, "sampling_rate": 24000},
+                                      {"type": "text", "text": "what is it?"}]}]
+    )
+    direct = processor(audio=tone, sampling_rate=24000, text="what is it?", task="audio_understanding")
+    assert torch.equal(qa["input_ids"], direct["input_ids"]) and torch.equal(qa["audio_codes"], direct["audio_codes"])
+    tts = processor.apply_chat_template([{"role": "user", "content": "hello there"}])
+    assert torch.equal(tts["input_ids"], processor(text="hello there", task="TTS")["input_ids"])
+    with pytest.raises(ValueError, match="user turn"):
+        processor.apply_chat_template([{"role": "assistant", "content": "hi"}])

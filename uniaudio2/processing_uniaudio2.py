@@ -264,6 +264,45 @@ class UniAudio2Processor(ProcessorMixin):
                     raise ValueError(f"{name} codes must have shape ({num_codebooks}, frames>0), got {tuple(value.shape)}.")
         return pairs
 
+    def apply_chat_template(self, conversation, task: str | None = None, sampling_rate: int | None = None, **kwargs):
+        """
+        Build inputs from chat messages (`[{"role": "user", "content": [{"type": "audio", "audio": array}, {"type":
+        "text", "text": "..."}]}]`), as transformers' multimodal processors do. UniAudio 2.0 was trained on task
+        grids, not on chats: the last user turn is mapped to a task. With audio and text it is audio question
+        answering, with audio only ASR (pass `task=` for captioning), with text only TTS (pass `task="TTA"` /
+        `"TTM"` for sound / music). Audio items may give `"audio"` (with `sampling_rate=`) or `"path"`.
+        """
+        turns = [turn for turn in conversation if turn.get("role") == "user"]
+        if not turns:
+            raise ValueError("The conversation has no user turn.")
+        content = turns[-1]["content"]
+        if isinstance(content, str):
+            content = [{"type": "text", "text": content}]
+        audios, texts = [], []
+        for item in content:
+            if item.get("type") == "audio":
+                if "path" in item:
+                    import soundfile
+
+                    waveform, rate = soundfile.read(item["path"], dtype="float32", always_2d=False)
+                elif "audio" in item:
+                    waveform, rate = item["audio"], item.get("sampling_rate", sampling_rate)
+                else:
+                    raise ValueError("An audio item needs 'audio' (with a sampling rate) or 'path'.")
+                audios.append(self.feature_extractor.to_mono_float(waveform, rate))
+            elif item.get("type") == "text":
+                texts.append(item["text"])
+            else:
+                raise ValueError(f"Unsupported content type {item.get('type')!r} (use 'audio' or 'text').")
+        if len(audios) > 1:
+            raise ValueError("UniAudio 2.0 takes one audio clip per turn.")
+        text = " ".join(texts) if texts else None
+        if task is None:
+            task = ("audio_understanding" if text else "ASR") if audios else "TTS"
+        audio = audios[0] if audios else None
+        rate = self.feature_extractor.sampling_rate if audios else None
+        return self(text=text, audio=audio, sampling_rate=rate, task=task, **kwargs)
+
     # ---------------------------------------------------------------------------------------------------- output
     def batch_decode(self, sequences, prompt_length: int | None = None, skip_special_tokens: bool = True, **kwargs):
         """Decode generated text ids (dropping the first `prompt_length` positions, e.g. the prompt)."""
