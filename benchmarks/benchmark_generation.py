@@ -146,13 +146,15 @@ def reference_style_audio(model, prompt_ids: torch.Tensor, new_frames: int) -> t
     return torch.cat(frames)
 
 
-def _timed(fn, repeats):
-    times, result = [], None
+def _timed_pair(ours, reference, repeats):
+    """Median times (and last results) of two functions measured alternately, so that load drift hits both alike."""
+    times, results = {"ours": [], "reference": []}, {}
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        for name, fn in (("ours", ours), ("reference", reference)):
+            start = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(times[name]), results[name]) for name in times}
 
 
 def main(argv=None):
@@ -184,21 +186,24 @@ def main(argv=None):
     model.generate(**prompt, do_sample=False, max_new_tokens=2, eos_token_id=None)
     reference_style_text(model, prompt, 2)
 
-    ours_t, ours_tokens = _timed(
-        lambda: model.generate(**prompt, do_sample=False, max_new_tokens=args.new_tokens, eos_token_id=None), args.repeats
+    measured = _timed_pair(
+        lambda: model.generate(**prompt, do_sample=False, max_new_tokens=args.new_tokens, eos_token_id=None),
+        lambda: reference_style_text(model, prompt, args.new_tokens),
+        args.repeats,
     )
-    ref_t, ref_tokens = _timed(lambda: reference_style_text(model, prompt, args.new_tokens), args.repeats)
+    (ours_t, ours_tokens), (ref_t, ref_tokens) = measured["ours"], measured["reference"]
     same_text = ours_tokens[0, seq:].tolist() == ref_tokens
     ours_tps, ref_tps = args.new_tokens / ours_t, args.new_tokens / ref_t
     print(f"text  : ours {ours_tps:8.1f} tokens/s | reference-style {ref_tps:8.1f} tokens/s | "
           f"ratio {ours_tps / ref_tps:5.2f}x | same tokens: {same_text}")
 
-    ours_t, ours_audio = _timed(
+    measured = _timed_pair(
         lambda: model.generate(input_ids=tts_prompt, generation_mode="audio", do_sample=False,
                                max_new_frames=args.new_frames),
+        lambda: reference_style_audio(model, tts_prompt, args.new_frames),
         args.repeats,
     )
-    ref_t, ref_frames = _timed(lambda: reference_style_audio(model, tts_prompt, args.new_frames), args.repeats)
+    (ours_t, ours_audio), (ref_t, ref_frames) = measured["ours"], measured["reference"]
     same_audio = torch.equal(ours_audio.frames[0, : ref_frames.shape[0]], ref_frames)
     ours_fps = ours_audio.frames.shape[1] / ours_t
     ref_fps = ref_frames.shape[0] / ref_t
