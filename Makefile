@@ -16,3 +16,5 @@ test: install
 
 benchmark: install
 	$(PYTHON) benchmarks/benchmark_generation.py
+	$(PYTHON) benchmarks/benchmark_codec.py
+	$(PYTHON) benchmarks/benchmark_training.py

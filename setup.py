@@ -22,6 +22,7 @@ setup(
         "safetensors>=0.4",
         "soundfile>=0.12",
         "soxr>=0.4",
+        "pyyaml>=6",
         "numpy",
         "tqdm",
     ],

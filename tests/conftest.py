@@ -74,3 +74,28 @@ def tiny_model():
 
     torch.manual_seed(0)
     return UniAudio2ForConditionalGeneration(tiny_uniaudio2_config()).eval()
+
+
+class StandInAudioEncoder:
+    """
+    Deterministic stand-in for `ReasoningCodecModel.encode` (tests only): waveform → reasoning codes `(8, T5)` and
+    reconstruction codes `(8, T12.5)` at the codec's frame rates, derived from the samples. Counts its calls.
+    """
+
+    def __init__(self, reasoning_codes: int = 12, reconstruction_codes: int = 20):
+        self.reasoning_codes = reasoning_codes
+        self.reconstruction_codes = reconstruction_codes
+        self.calls = 0
+
+    def __call__(self, waveform, sampling_rate):
+        self.calls += 1
+        samples = torch.as_tensor(waveform, dtype=torch.float64).reshape(-1)
+        seconds = samples.numel() / sampling_rate
+        level = int(samples.abs().sum().item() * 1000)
+
+        def codes(rate, vocab):
+            frames = int(seconds * rate) + 1
+            grid = torch.arange(8).unsqueeze(1) * 7 + torch.arange(frames).unsqueeze(0) * 3 + level
+            return grid % vocab
+
+        return codes(5, self.reasoning_codes), codes(12.5, self.reconstruction_codes)

@@ -194,29 +194,21 @@ def run_decode(args) -> int:
     return 0
 
 
-def run_convert(args) -> int:
+def run_convert(argv: list[str]) -> int:
+    """Run the LM conversion script (or the codec's with `--codec`) with the remaining arguments."""
     import runpy
 
-    script = REPO_ROOT / "conversion_scripts" / (
-        "convert_reasoning_codec_to_hf.py" if args.codec else "convert_uniaudio2_to_hf.py"
-    )
+    codec = "--codec" in argv
+    rest = [arg for arg in argv if arg != "--codec"]
+    script = REPO_ROOT / "conversion_scripts" / ("convert_reasoning_codec_to_hf.py" if codec else "convert_uniaudio2_to_hf.py")
     if not script.is_file():
         raise CLIError(f"conversion script not found at {script} (install uniaudio2 from a source checkout)")
-    sys.argv = [str(script), *args.rest]
+    sys.argv = [str(script), *rest]
     try:
         runpy.run_path(str(script), run_name="__main__")
     except SystemExit as exit_status:
         return int(exit_status.code or 0)
     return 0
-
-
-def _training_entry(name):
-    def run(args) -> int:
-        from . import training_uniaudio2
-
-        return int(getattr(training_uniaudio2, name)(args.rest) or 0)
-
-    return run
 
 
 # ---------------------------------------------------------------------------------------------------------- parser
@@ -270,20 +262,33 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--num_steps", type=int, default=None)
     decode.set_defaults(func=run_decode)
 
-    convert = commands.add_parser("convert", help="convert original checkpoints (arguments of the conversion scripts)")
-    convert.add_argument("--codec", action="store_true", help="convert the ReasoningCodec instead of the LM")
-    convert.add_argument("rest", nargs=argparse.REMAINDER)
-    convert.set_defaults(func=run_convert)
+    commands.add_parser(
+        "convert", add_help=False,
+        help="convert original checkpoints: `convert [--codec] ARGS` passes ARGS to conversion_scripts/convert_*.py",
+    )
 
-    for name, entry, help_text in (("finetune", "finetune_main", "LoRA fine-tuning with Trainer + PEFT"),
-                                   ("train", "train_main", "four-stage training recipe")):
-        command = commands.add_parser(name, help=help_text, add_help=False)
-        command.add_argument("rest", nargs=argparse.REMAINDER)
-        command.set_defaults(func=_training_entry(entry))
+    for name, help_text in (("finetune", "LoRA fine-tuning with Trainer + PEFT (see recipes/README.md)"),
+                            ("train", "four-stage training recipe (see recipes/README.md)")):
+        commands.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
+TRAINING_COMMANDS = {"finetune": "finetune_main", "train": "train_main"}
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "convert":
+        try:
+            return run_convert(argv[1:])
+        except CLIError as error:
+            print(f"uniaudio2 convert: error: {error}", file=sys.stderr)
+            return 2
+    if argv and argv[0] in TRAINING_COMMANDS:
+        # The training entry points parse their own (HfArgumentParser) arguments.
+        from . import training_uniaudio2
+
+        return int(getattr(training_uniaudio2, TRAINING_COMMANDS[argv[0]])(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -255,7 +255,10 @@ class UniAudio2Model(UniAudio2PreTrainedModel):
         else:
             batch_size, seq_len = inputs_embeds.shape[:2]
             device = inputs_embeds.device
-        use_cache = use_cache if use_cache is not None else self.config.use_cache
+        if use_cache is None:
+            # No cache by default in training: it is useless there, and it would keep packed sequences from getting
+            # their block-diagonal mask.
+            use_cache = self.config.use_cache and not self.training
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
 

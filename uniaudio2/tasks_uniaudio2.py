@@ -43,7 +43,8 @@ AUDIO_PROMPT = "audio_prompt"
 class TaskFormat:
     """
     One task: its ordered segments `(key, kind)`, the keys that carry the loss, whether the task prompt is prepended
-    and whether the training-time condition dropout (for classifier-free guidance) applies.
+    and whether the training-time condition dropout (for classifier-free guidance) applies (the reference applies it
+    to TTS, Yue_TTS, InstructTTS, TTA, TTM and LTS).
     """
 
     name: str
@@ -82,7 +83,6 @@ TASKS: dict[str, TaskFormat] = {
             "prompt_instruct_tts",
             [("audio_prompt_seq", AUDIO_PROMPT), ("caption_seq", TEXT), ("transcription_seq", TEXT)] + _AUDIO,
             _AUDIO_TARGET,
-            generation_task=True,
         ),
         _task("TTA", [("caption_seq", TEXT)] + _AUDIO, _AUDIO_TARGET, generation_task=True),
         _task("TTM", [("caption_seq", TEXT)] + _AUDIO, _AUDIO_TARGET, generation_task=True),

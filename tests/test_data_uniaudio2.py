@@ -1,0 +1,277 @@
+"""Multi-task data with 🤗 Datasets: grid features, condition dropout, packing, auditory sentences, caching, streaming."""
+
+import datasets
+import pytest
+import torch
+
+from conftest import StandInAudioEncoder, tiny_uniaudio2_config
+from uniaudio2.data_uniaudio2 import (
+    CFG_DROPOUT_RATE,
+    NO_CFG_GROUP,
+    UniAudio2DataCollator,
+    apply_condition_dropout,
+    build_auditory_sentences,
+    encode_grids,
+    examples_to_dataset,
+    grid_features,
+    pack_grids,
+    special_ids_from_tokenizer,
+    synthetic_examples,
+    synthetic_special_ids,
+    tokenize_audio_dataset,
+    tokenize_text_dataset,
+)
+from uniaudio2.modeling_uniaudio2 import UniAudio2ForConditionalGeneration
+from uniaudio2.tasks_uniaudio2 import TASKS, build_grid, collate_grids
+
+
+datasets.disable_progress_bars()
+
+
+def _ids():
+    return synthetic_special_ids(tiny_uniaudio2_config(), audio_prompt_bos_token_id=14, audio_prompt_eos_token_id=11)
+
+
+def _segments_for_build_grid(task, row):
+    return {key: (torch.tensor(row[key]).T if kind != "text" else torch.tensor(row[key])) for key, kind in task.segments}
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_every_task_sequence_and_loss_mask(name):
+    task, ids = TASKS[name], _ids()
+    row = synthetic_examples(tiny_uniaudio2_config(), ids, 1, tasks=(name,), seed=3)[0]
+    features = grid_features(name, row, ids, row["prompt_ids"] or None)
+    batch = UniAudio2DataCollator(ids, cfg_dropout_rate=0.0)([features])
+    # Same tensors as the reference-checked grid builder + collate of `tasks_uniaudio2`.
+    grid = build_grid(task, _segments_for_build_grid(task, row), ids,
+                      prompt_ids=torch.tensor(row["prompt_ids"]) if task.use_prompt else None)
+    expected = collate_grids([grid], ids)
+    assert set(batch) == set(expected)
+    for key in expected:
+        assert torch.equal(batch[key], expected[key]), key
+    # The loss covers exactly the rows of the loss keys: text column for text targets, all codebooks for audio ones.
+    text_rows, audio_rows = set(), set()
+    for key, start, end in grid.segments:
+        if key in task.loss_keys:
+            (audio_rows if grid.audio_rows[start].item() else text_rows).update(range(start, end))
+            if grid.audio_rows[start].item():
+                assert torch.equal(batch["audio_labels"][0, start:end], batch["audio_codes"][0, start:end])
+            else:
+                assert torch.equal(batch["labels"][0, start:end], batch["input_ids"][0, start:end])
+    assert set((batch["labels"][0] != -100).nonzero().flatten().tolist()) == text_rows
+    assert set((batch["audio_labels"][0] != -100).all(-1).nonzero().flatten().tolist()) == audio_rows
+    assert ((batch["audio_labels"][0] != -100).any(-1) == (batch["audio_labels"][0] != -100).all(-1)).all()
+    assert (text_rows or audio_rows) and not text_rows & audio_rows
+    assert features["length"] == len(grid) and features["position_ids"] == list(range(len(grid)))
+    # Only generation tasks have droppable condition rows, and never on the loss rows.
+    droppable = {i for i, group in enumerate(features["cfg_group"]) if group != NO_CFG_GROUP}
+    assert bool(droppable) == task.generation_task
+    assert not droppable & (text_rows | audio_rows)
+
+
+@pytest.mark.parametrize("name", ["TTS", "InstructTTS", "TTA", "TTM", "LTS"])
+def test_condition_dropout_equals_the_grid_builder(name):
+    task, ids = TASKS[name], _ids()
+    row = synthetic_examples(tiny_uniaudio2_config(), ids, 1, tasks=(name,), seed=5)[0]
+    features = grid_features(name, row, ids, row["prompt_ids"])
+    dropped = apply_condition_dropout(features, [0])
+    grid = build_grid(task, _segments_for_build_grid(task, row), ids, prompt_ids=torch.tensor(row["prompt_ids"]),
+                      drop_condition=True)
+    assert dropped["input_ids"] == grid.input_ids.tolist()
+    assert dropped["audio_codes"] == grid.audio_codes.tolist()
+    assert dropped["input_ids"] != features["input_ids"]
+    assert apply_condition_dropout(features, []) is features
+
+
+def test_condition_dropout_rate_is_the_reference_rate_and_only_hits_generation_tasks():
+    ids = _ids()
+    rows = synthetic_examples(tiny_uniaudio2_config(), ids, 2, tasks=("TTS", "ASR"), seed=0)
+    tts, asr = (grid_features(r["task"], r, ids, r["prompt_ids"]) for r in rows)
+    condition = [i for i, group in enumerate(tts["cfg_group"]) if group == 0]
+    collator = UniAudio2DataCollator(ids, seed=1234)
+    reference = UniAudio2DataCollator(ids, cfg_dropout_rate=0.0)([tts])
+    assert collator.cfg_dropout_rate == CFG_DROPOUT_RATE == 0.1
+    draws, dropped = 4000, 0
+    for _ in range(draws // 50):
+        batch = collator([tts] * 25 + [asr] * 25)
+        prompt_is_pad = batch["input_ids"][:25, condition] == ids.text_pad_token_id
+        # The whole condition is dropped or none of it.
+        assert (prompt_is_pad.all(1) | ~prompt_is_pad.any(1)).all()
+        dropped += int(prompt_is_pad.all(1).sum())
+        # Targets are never touched and understanding examples never dropped.
+        assert (batch["audio_labels"][:25, : tts["length"]] == reference["audio_labels"]).all()
+        assert (batch["input_ids"][25:, : len(asr["input_ids"])] == torch.tensor(asr["input_ids"])).all()
+    rate = dropped / (draws / 2)
+    # 2000 Bernoulli(0.1) draws: standard deviation 0.0067; allow 4 of them.
+    assert abs(rate - 0.1) < 0.027, rate
+    # Reproducible from the seed, different for another seed.
+    first = UniAudio2DataCollator(ids, seed=7)([tts] * 64)["input_ids"]
+    assert torch.equal(first, UniAudio2DataCollator(ids, seed=7)([tts] * 64)["input_ids"])
+    assert not torch.equal(first, UniAudio2DataCollator(ids, seed=8)([tts] * 64)["input_ids"])
+    off = UniAudio2DataCollator(ids, cfg_dropout_rate=0.0)([tts] * 64)["input_ids"]
+    assert (off[:, condition] != ids.text_pad_token_id).any(1).all()
+
+
+def _grids(num_examples=40, num_groups=5, tasks=("ASR", "TTS", "audio_only", "text_only", "audio_understanding")):
+    ids = _ids()
+    rows = synthetic_examples(tiny_uniaudio2_config(), ids, num_examples, tasks=tasks, seed=1, num_groups=num_groups)
+    return encode_grids(examples_to_dataset(rows), ids), ids
+
+
+@pytest.mark.parametrize("max_length", [45, 120, 400])
+def test_auditory_sentences_respect_the_context_length_and_chain_related_segments(max_length):
+    grids, _ = _grids()
+    originals = [grids[i] for i in range(len(grids))]
+    sentences = build_auditory_sentences(grids, max_length, keep_remainder=True, seed=0)
+    assert all(length <= max_length for length in sentences["length"])
+    assert all(1 <= n <= 8 for n in sentences["num_segments"])
+    # Every sentence is a run of consecutive examples of one group, in order (examples longer than the context are
+    # dropped), with positions running through the sentence and no condition dropout.
+    fitting = [g for g in originals if g["length"] <= max_length]
+    position = 0
+    for sentence in sentences:
+        parts = fitting[position : position + sentence["num_segments"]]
+        position += sentence["num_segments"]
+        assert len({p["group"] for p in parts}) == 1
+        for name in ("input_ids", "audio_codes", "audio_codes_mask", "text_loss_mask", "audio_loss_mask"):
+            assert sentence[name] == [value for p in parts for value in p[name]], name
+        assert sentence["position_ids"] == list(range(sentence["length"]))
+        assert set(sentence["cfg_group"]) == {NO_CFG_GROUP}
+    assert position == len(fitting)
+    if max_length == 400:
+        assert max(sentences["num_segments"]) >= 4 and max(sentences["length"]) > 100
+    # Without the remainder every sentence has 2 to 8 segments.
+    strict = build_auditory_sentences(grids, max_length, seed=0)
+    assert all(2 <= n <= 8 for n in strict["num_segments"]) and all(n <= max_length for n in strict["length"])
+    assert len(strict) > 0
+
+
+def test_auditory_sentence_segment_counts_vary_between_two_and_eight():
+    grids, _ = _grids(num_examples=64, num_groups=1, tasks=("text_only",))
+    sentences = build_auditory_sentences(grids, 10_000, seed=0)
+    counts = set(sentences["num_segments"])
+    assert counts <= set(range(2, 9)) and len(counts) >= 3
+
+
+def test_packing_keeps_examples_independent():
+    grids, ids = _grids(num_examples=10)
+    packed = pack_grids(grids, 128)
+    assert all(length <= 128 for length in packed["length"]) and sum(packed["length"]) == sum(grids["length"])
+    assert sum(packed["num_segments"]) == len(grids) and max(packed["num_segments"]) > 1
+    collator = UniAudio2DataCollator(ids, cfg_dropout_rate=0.0)
+    torch.manual_seed(0)
+    model = UniAudio2ForConditionalGeneration(tiny_uniaudio2_config()).eval()
+    row = max(range(len(packed)), key=lambda i: packed[i]["num_segments"])
+    batch = collator([packed[row]])
+    assert "attention_mask" not in batch and batch["use_cache"] is False
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in batch.items() if "labels" not in k}).logits[0]
+    starts = [i for i, p in enumerate(packed[row]["position_ids"]) if p == 0]
+    bounds = starts[1:] + [packed[row]["length"]]
+    assert len(starts) == packed[row]["num_segments"] > 1
+    assert packed[row]["input_ids"][: bounds[0]] in grids["input_ids"]
+    for start, end in zip(starts, bounds):
+        single = collator([{**grids[0], **{k: packed[row][k][start:end] for k in ("input_ids", "audio_codes", "audio_codes_mask", "text_loss_mask", "audio_loss_mask", "cfg_group", "cfg_pad", "position_ids")}}])
+        with torch.no_grad():
+            expected = model(**{k: v for k, v in single.items() if "labels" not in k}).logits[0]
+        torch.testing.assert_close(logits[start:end], expected, rtol=1e-5, atol=1e-5)
+        # No loss on the first row of a packed example (it would be predicted from the previous example).
+        assert batch["labels"][0, start] == -100 and (batch["audio_labels"][0, start] == -100).all()
+
+
+def test_audio_codes_are_encoded_once_and_cached(tmp_path):
+    rows = {
+        "task": ["ASR", "ASR", "TTS"],
+        "audio": [{"array": [0.1 * i] * (8000 + 4000 * i), "sampling_rate": 16000} for i in range(3)],
+        "transcription_seq": [[80, 1, 2, 81], [80, 3, 81], [80, 4, 5, 6, 81]],
+    }
+    dataset = datasets.Dataset.from_dict(rows)
+    cache = str(tmp_path / "codes.arrow")
+    encoder = StandInAudioEncoder()
+    encoded = tokenize_audio_dataset(dataset, encoder, cache_file_name=cache)
+    assert encoder.calls == 3 and "audio" not in encoded.column_names
+    for i, seconds in enumerate([0.5, 0.75, 1.0]):
+        assert torch.tensor(encoded[i]["reason_seq"]).shape == (8, int(seconds * 5) + 1)
+        assert torch.tensor(encoded[i]["semantic_seq"]).shape == (8, int(seconds * 12.5) + 1)
+    again = StandInAudioEncoder()
+    reloaded = tokenize_audio_dataset(dataset, again, cache_file_name=cache)
+    assert again.calls == 0, "the cached codes must be reused"
+    assert reloaded["reason_seq"] == encoded["reason_seq"] and reloaded["semantic_seq"] == encoded["semantic_seq"]
+    grids = encode_grids(encoded, _ids(), prompt_ids={"ASR": [80, 1, 81], "TTS": [[80, 2, 81], [80, 3, 3, 81]]})
+    assert grids[0]["task"] == "ASR" and any(grids[2]["audio_loss_mask"])
+
+
+def _tokenizer():
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["hello", "world", "text", "to", "speech", "recognition", "a", "dog", "barks"]
+    vocab = {word: i for i, word in enumerate(words)}
+    vocab.update({"[UNK]": 79, "<|begin_of_text|>": 80, "<|end_of_text|>": 81})
+    tags = ["<transcription>", "</transcription>", "<caption>", "</caption>", "<lyric>", "</lyric>"]
+    vocab.update({tag: 90 + i for i, tag in enumerate(tags)})
+    backend = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", bos_token="<|begin_of_text|>",
+                                        eos_token="<|end_of_text|>")
+    tokenizer.add_special_tokens({"additional_special_tokens": tags})
+    return tokenizer
+
+
+def test_raw_rows_to_a_training_batch_with_a_tokenizer_and_the_codec_stand_in():
+    config = tiny_uniaudio2_config()
+    tokenizer = _tokenizer()
+    ids = special_ids_from_tokenizer(config, tokenizer)
+    assert ids.tag_ids["<transcription>"] == 90 and ids.tag_ids["</caption>"] == 93
+    raw = datasets.Dataset.from_dict({
+        "task": ["ASR", "TTS", "TTA"],
+        "audio": [{"array": [0.2] * 12000, "sampling_rate": 24000}] * 3,
+        "transcription_seq": ["hello world", "text to speech", None],
+        "caption_seq": [None, None, "a dog barks"],
+    })
+    rows = tokenize_text_dataset(tokenize_audio_dataset(raw, StandInAudioEncoder()), tokenizer, ids)
+    assert rows[0]["transcription_seq"] == [80, 0, 1, 81]
+    assert rows[0]["prompt_ids"] == [80, 4, 5, 81]  # "speech recognition\n\n"
+    assert rows[1]["prompt_ids"] == [80, 2, 3, 4, 81]  # "text to speech\n\n"
+    grids = encode_grids(rows, ids)
+    batch = UniAudio2DataCollator(ids, cfg_dropout_rate=0.0)([grids[i] for i in range(3)])
+    asr_text = batch["labels"][0][batch["labels"][0] != -100].tolist()
+    assert asr_text == [90, 80, 0, 1, 81, 91]
+    caption_rows = batch["input_ids"][2].tolist()
+    start = caption_rows.index(92)
+    assert caption_rows[start : start + 7] == [92, 80, 6, 7, 8, 81, 93]
+    assert batch["audio_codes_mask"][2, start + 7] and not batch["audio_codes_mask"][2, :start + 7].any()
+    model = UniAudio2ForConditionalGeneration(config)
+    loss = model(**batch).loss
+    assert torch.isfinite(loss)
+
+
+def test_streaming_pipeline_matches_the_map_style_pipeline():
+    ids = _ids()
+    rows = synthetic_examples(tiny_uniaudio2_config(), ids, 12, tasks=("ASR", "TTS", "speech_s2s"), seed=2, num_groups=3)
+    dataset = examples_to_dataset(rows)
+    for transform in (lambda d: d, lambda d: pack_grids(d, 100), lambda d: build_auditory_sentences(d, 150, seed=1)):
+        in_memory = transform(encode_grids(dataset, ids))
+        streamed = transform(encode_grids(dataset.to_iterable_dataset(num_shards=1), ids))
+        assert isinstance(streamed, datasets.IterableDataset)
+        assert [dict(row) for row in streamed] == [in_memory[i] for i in range(len(in_memory))]
+
+
+def test_collator_padding_options():
+    grids, ids = _grids(num_examples=3, tasks=("ASR",))
+    features = [grids[i] for i in range(3)]
+    right = UniAudio2DataCollator(ids, cfg_dropout_rate=0.0, pad_to_multiple_of=16)(features)
+    left = UniAudio2DataCollator(ids, cfg_dropout_rate=0.0, padding_side="left")(features)
+    assert right["input_ids"].shape[1] % 16 == 0
+    shortest = min(range(3), key=lambda i: features[i]["length"])
+    n = features[shortest]["length"]
+    assert torch.equal(left["input_ids"][shortest, -n:], right["input_ids"][shortest, :n])
+    assert left["attention_mask"][shortest, :-n].sum() == 0 and right["attention_mask"][shortest, n:].sum() == 0
+    text_only = UniAudio2DataCollator(ids, audio_loss=False)(features)
+    assert "audio_labels" not in text_only and "labels" in text_only
+    with pytest.raises(ValueError, match="padding_side"):
+        UniAudio2DataCollator(ids, padding_side="middle")
+    with pytest.raises(ValueError, match="empty"):
+        UniAudio2DataCollator(ids)([])
