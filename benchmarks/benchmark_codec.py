@@ -70,9 +70,20 @@ def preset_config(preset: str) -> ReasoningCodecConfig:
     )
 
 
+def _release_free_memory():
+    """Give freed heap memory back to the OS (glibc), so that RSS growth measures the block's working set."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 @contextmanager
 def peak_rss():
     """Yield a dict whose `"peak_mb"` is the peak RSS above the starting RSS while the block ran."""
+    _release_free_memory()
     process, result, stop = psutil.Process(), {"peak_mb": 0.0}, threading.Event()
     start = process.memory_info().rss
 
