@@ -215,17 +215,21 @@ class UniAudio2GenerationMixin(GenerationMixin):
             attention_mask = torch.cat([attention_mask, attention_mask])
 
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        # The base model is enough: audio frames only need the mixed hidden state, not the text logits.
-        outputs = self.model(
-            input_ids=input_ids,
-            audio_codes=audio_codes,
-            audio_codes_mask=audio_codes_mask,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=use_cache,
-        )
-        cache = outputs.cache
-        last_hidden = outputs.last_hidden_state[:, -1]
+
+        def run_rows(rows: slice, cache):
+            # The base model is enough: audio frames only need the mixed hidden state, not the text logits.
+            outputs = self.model(
+                input_ids=input_ids[:, rows],
+                audio_codes=audio_codes[:, rows],
+                audio_codes_mask=audio_codes_mask[:, rows],
+                attention_mask=attention_mask,
+                position_ids=position_ids[:, rows],
+                cache=cache,
+                use_cache=use_cache,
+            )
+            return outputs.last_hidden_state[:, -1], outputs.cache
+
+        last_hidden, cache = run_rows(slice(None), None)
 
         reasoning_phase = torch.ones(batch_size, dtype=torch.bool, device=device)
         reasoning_frames = torch.zeros(batch_size, dtype=torch.long, device=device)
@@ -269,34 +273,13 @@ class UniAudio2GenerationMixin(GenerationMixin):
             row_codes = frame.unsqueeze(1)
             if use_cfg:
                 row_codes = torch.cat([row_codes, row_codes])
-            new_mask = torch.ones_like(attention_mask[:, :1])
-            attention_mask = torch.cat([attention_mask, new_mask], dim=1)
-            next_position = position_ids[:, -1:] + 1
-            position_ids = torch.cat([position_ids, next_position], dim=1)
+            attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
+            position_ids = torch.cat([position_ids, position_ids[:, -1:] + 1], dim=1)
             audio_codes = torch.cat([audio_codes, row_codes], dim=1)
             audio_codes_mask = torch.cat([audio_codes_mask, torch.ones_like(audio_codes_mask[:, :1])], dim=1)
             input_ids = torch.cat([input_ids, torch.zeros_like(input_ids[:, :1])], dim=1)
-            if use_cache:
-                outputs = self.model(
-                    input_ids=input_ids[:, -1:],
-                    audio_codes=row_codes,
-                    audio_codes_mask=audio_codes_mask[:, -1:],
-                    attention_mask=attention_mask,
-                    position_ids=next_position,
-                    cache=cache,
-                    use_cache=True,
-                )
-                cache = outputs.cache
-            else:
-                outputs = self.model(
-                    input_ids=input_ids,
-                    audio_codes=audio_codes,
-                    audio_codes_mask=audio_codes_mask,
-                    attention_mask=attention_mask,
-                    position_ids=position_ids,
-                    use_cache=False,
-                )
-            last_hidden = outputs.last_hidden_state[:, -1]
+            # With the cache only the new row runs; without it the whole grid is recomputed.
+            last_hidden, cache = run_rows(slice(-1, None) if use_cache else slice(None), cache)
 
         frames = torch.stack(frames, dim=1)
         kinds = torch.stack(kinds, dim=1)
