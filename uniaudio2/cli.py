@@ -67,17 +67,6 @@ def _load_model_dir(model_dir: str):
     return model_dir
 
 
-def _read_audio(path: str):
-    import soundfile
-
-    if not Path(path).is_file():
-        raise CLIError(f"audio file not found: {path}")
-    try:
-        return soundfile.read(path, dtype="float32", always_2d=False)
-    except (RuntimeError, OSError) as error:
-        raise CLIError(f"could not read {path}: {error}") from error
-
-
 # ------------------------------------------------------------------------------------------------------ commands
 def run_demo(args) -> int:
     """Tiny default: build from a seed, reload with the Auto classes offline, transcribe a wav, speak a sentence."""
@@ -119,13 +108,15 @@ def run_audio_to_text(args) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import pipeline
 
+    from .feature_extraction_uniaudio2 import read_audio_file
+
     model_dir = _load_model_dir(args.model)
     task = {"transcribe": args.task or "ASR", "caption": args.task or "audio_caption", "ask": "audio_understanding"}[
         args.command
     ]
     if args.command == "ask" and not args.question:
         raise CLIError("`ask` needs --question")
-    clips = [(path, *_read_audio(path)) for path in args.audio]
+    clips = [(path, *read_audio_file(path)) for path in args.audio]
     pipe = pipeline("audio-to-text", model=model_dir, trust_remote_code=True)
     try:
         from tqdm.auto import tqdm
@@ -161,8 +152,10 @@ def run_encode(args) -> int:
     from safetensors.torch import save_file
     from transformers import AutoFeatureExtractor
 
+    from .feature_extraction_uniaudio2 import read_audio_file
+
     model_dir = _load_model_dir(args.model)
-    waveform, rate = _read_audio(args.audio)
+    waveform, rate = read_audio_file(args.audio)
     extractor = AutoFeatureExtractor.from_pretrained(model_dir, trust_remote_code=True)
     reasoning, reconstruction = extractor.encode(waveform, sampling_rate=rate)[0]
     tensors = {"reasoning_codes": reasoning.contiguous(), "reconstruction_codes": reconstruction.contiguous()}

@@ -49,7 +49,8 @@ from .tasks_uniaudio2 import (
     TaskFormat,
     build_grid,
     resolve_task,
-    wrapper_tags,
+    tag_ids_from_tokenizer,
+    tag_names,
 )
 
 
@@ -92,29 +93,12 @@ LLAMA3_TAG_IDS = {
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def tag_names() -> list[str]:
-    """Every wrapper tag (`<transcription>`, `</transcription>`, ...) the task formats use."""
-    names = []
-    for task in TASKS.values():
-        for key, kind in task.segments:
-            tags = wrapper_tags(key) if kind == TEXT else None
-            if tags is not None:
-                names.extend(tag for tag in tags if tag not in names)
-    return names
-
-
 def special_ids_from_tokenizer(config, tokenizer, **overrides) -> GridSpecialIds:
     """
     The grid ids of a model config and a Llama-3 tokenizer with the UniAudio 2.0 added tokens (`<transcription>`, ...).
     Tags the tokenizer does not know are left out (tasks that need them raise a clear error when built).
     """
-    tag_ids = {}
-    unknown = getattr(tokenizer, "unk_token_id", None)
-    for name in tag_names():
-        token_id = tokenizer.convert_tokens_to_ids(name)
-        if token_id is not None and token_id != unknown:
-            tag_ids[name] = int(token_id)
-    return GridSpecialIds.from_config(config, tag_ids, **overrides)
+    return GridSpecialIds.from_config(config, tag_ids_from_tokenizer(tokenizer), **overrides)
 
 
 def synthetic_special_ids(config, **overrides) -> GridSpecialIds:

@@ -28,6 +28,18 @@ logger = logging.get_logger(__name__)
 _INTEGER_SCALES = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0, np.dtype(np.int8): 128.0}
 
 
+def read_audio_file(path) -> tuple[np.ndarray, int]:
+    """`(samples, sampling_rate)` of an audio file (float32, channels last), with clear errors for bad files."""
+    import soundfile
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"Audio file not found: {path}")
+    try:
+        return soundfile.read(path, dtype="float32", always_2d=False)
+    except (RuntimeError, OSError) as error:  # soundfile raises LibsndfileError (a RuntimeError) on bad files
+        raise ValueError(f"{path}: could not read it as audio ({error})") from error
+
+
 class UniAudio2FeatureExtractor(SequenceFeatureExtractor):
     r"""
     Turns raw audio into what UniAudio 2.0 consumes: a validated 24 kHz mono float waveform, and (with the
@@ -270,4 +282,4 @@ class UniAudio2FeatureExtractor(SequenceFeatureExtractor):
 
 UniAudio2FeatureExtractor.register_for_auto_class()
 
-__all__ = ["UniAudio2FeatureExtractor"]
+__all__ = ["UniAudio2FeatureExtractor", "read_audio_file"]

@@ -37,13 +37,9 @@ def load_audio_input(inputs, sampling_rate=None):
     `datasets` audio columns and the ASR pipeline) or an array with `sampling_rate` given separately.
     """
     if isinstance(inputs, str):
-        import soundfile
+        from .feature_extraction_uniaudio2 import read_audio_file
 
-        try:
-            waveform, file_rate = soundfile.read(inputs, dtype="float32", always_2d=False)
-        except (RuntimeError, OSError) as error:
-            raise ValueError(f"Could not read audio file {inputs!r}: {error}") from error
-        return waveform, file_rate
+        return read_audio_file(inputs)
     if isinstance(inputs, dict):
         if "sampling_rate" not in inputs:
             raise ValueError("An audio dict needs a 'sampling_rate' key.")

@@ -19,6 +19,7 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 from transformers.utils import logging
 
+from .feature_extraction_uniaudio2 import read_audio_file
 from .tasks_uniaudio2 import (
     DEFAULT_PROMPTS,
     REASONING,
@@ -28,15 +29,11 @@ from .tasks_uniaudio2 import (
     build_grid,
     collate_grids,
     resolve_task,
+    tag_ids_from_tokenizer,
 )
 
 
 logger = logging.get_logger(__name__)
-
-TAG_TOKENS = [
-    "<transcription>", "</transcription>", "<caption>", "</caption>", "<lyric>", "</lyric>", "<answer>", "</answer>",
-]
-
 
 def default_audio_special_ids(reasoning_codebook_size: int = 4096, reconstruction_codebook_size: int = 8192, num_codebooks: int = 8) -> dict:
     """
@@ -109,11 +106,7 @@ class UniAudio2Processor(ProcessorMixin):
     # ------------------------------------------------------------------------------------------------------- ids
     def special_ids(self) -> GridSpecialIds:
         tokenizer = self.tokenizer
-        tags = {}
-        for token in TAG_TOKENS:
-            token_id = tokenizer.convert_tokens_to_ids(token)
-            if token_id is not None and token_id != tokenizer.unk_token_id:
-                tags[token] = token_id
+        tags = tag_ids_from_tokenizer(tokenizer)
         for name in ("<|begin_of_text|>", "<|end_of_text|>", "<text_pad_token>"):
             token_id = tokenizer.convert_tokens_to_ids(name)
             if token_id is None or token_id == tokenizer.unk_token_id:
@@ -282,9 +275,7 @@ class UniAudio2Processor(ProcessorMixin):
         for item in content:
             if item.get("type") == "audio":
                 if "path" in item:
-                    import soundfile
-
-                    waveform, rate = soundfile.read(item["path"], dtype="float32", always_2d=False)
+                    waveform, rate = read_audio_file(item["path"])
                 elif "audio" in item:
                     waveform, rate = item["audio"], item.get("sampling_rate", sampling_rate)
                 else:

@@ -166,6 +166,28 @@ def wrapper_tags(key: str) -> tuple[str, str] | None:
     return f"<{tag}>", f"</{tag}>"
 
 
+def tag_names() -> list[str]:
+    """Every wrapper tag (`<transcription>`, `</transcription>`, ...) the task formats use."""
+    names = []
+    for task in TASKS.values():
+        for key, kind in task.segments:
+            tags = wrapper_tags(key) if kind == TEXT else None
+            if tags is not None:
+                names.extend(tag for tag in tags if tag not in names)
+    return names
+
+
+def tag_ids_from_tokenizer(tokenizer) -> dict[str, int]:
+    """Ids of the wrapper tags the tokenizer knows (tasks that need a missing one raise when their grid is built)."""
+    tag_ids = {}
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    for name in tag_names():
+        token_id = tokenizer.convert_tokens_to_ids(name)
+        if token_id is not None and token_id != unknown:
+            tag_ids[name] = int(token_id)
+    return tag_ids
+
+
 @dataclass
 class GridSpecialIds:
     """Every special id the grid builder needs: text ids from the tokenizer, audio ids from the model config."""
@@ -379,5 +401,7 @@ __all__ = [
     "build_grid",
     "collate_grids",
     "resolve_task",
+    "tag_ids_from_tokenizer",
+    "tag_names",
     "wrapper_tags",
 ]

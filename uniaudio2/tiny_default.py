@@ -27,11 +27,12 @@ import torch
 from .configuration_uniaudio2 import UniAudio2Config
 from .feature_extraction_uniaudio2 import UniAudio2FeatureExtractor
 from .modeling_uniaudio2 import UniAudio2ForConditionalGeneration
-from .processing_uniaudio2 import TAG_TOKENS, UniAudio2Processor, default_audio_special_ids
+from .processing_uniaudio2 import UniAudio2Processor, default_audio_special_ids
+from .tasks_uniaudio2 import tag_names
 
 
 SPECIAL_TOKENS = [
-    "<|begin_of_text|>", "<|end_of_text|>", "<think>", "</think>", *TAG_TOKENS, "<reason_token>", "<semantic_token>",
+    "<|begin_of_text|>", "<|end_of_text|>", "<think>", "</think>", *tag_names(), "<answer>", "</answer>", "<reason_token>", "<semantic_token>",
     "<text_pad_token>",
 ]
 
