@@ -16,6 +16,10 @@
 from huggingface_hub.dataclasses import strict
 from transformers.configuration_utils import PreTrainedConfig
 from transformers.modeling_rope_utils import RopeParameters
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
 
 
 def _llama3_rope_parameters() -> dict:
@@ -321,6 +325,21 @@ class UniAudio2Config(PreTrainedConfig):
     def audio_vocab_size(self) -> int:
         """Size of each codebook's vocabulary (reasoning block followed by the reconstruction block)."""
         return self.reasoning_vocab_size + self.reconstruction_vocab_size
+
+    def validate_token_ids(self):
+        """
+        Text special ids must lie in the text vocabulary. The `reasoning_*` / `reconstruction_*` ids index the audio
+        vocabularies instead and are checked by `validate_architecture`.
+        """
+        for name in self:
+            value = getattr(self, name)
+            if name.startswith(("reasoning_", "reconstruction_")) or not name.endswith("_token_id"):
+                continue
+            if isinstance(value, int) and not 0 <= value < self.vocab_size:
+                logger.warning_once(
+                    f"Model config: {name} must be `None` or an integer within the vocabulary (between 0 and "
+                    f"{self.vocab_size - 1}), got {value}. This may result in unexpected behavior."
+                )
 
     def validate_architecture(self):
         super().validate_architecture()

@@ -36,7 +36,12 @@ from .configuration_reasoning_codec import (
     ReasoningCodecReasoningConfig,
     ReasoningCodecReconstructionConfig,
 )
-from .modeling_reasoning_codec_decoder import ReasoningCodecDecoder, ReasoningCodecDecoderOutput
+from .modeling_reasoning_codec_decoder import (
+    ReasoningCodecDecoder,
+    ReasoningCodecDecoderOutput,
+    ReasoningCodecSQConv1d,
+    ReasoningCodecSQConvTranspose1d,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -124,12 +129,15 @@ class ReasoningCodecQuantizerOutput(ModelOutput):
         Reasoning branch only (`return_hidden_states=True`): output of every query-transformer block.
     query_outputs (`torch.FloatTensor`, *optional*):
         Reasoning branch only: the query-token outputs that are quantized (5 Hz).
+    loss (`torch.FloatTensor` of shape `()`, *optional*):
+        Training mode only: VQ codebook + commitment loss summed over the levels.
     """
 
     codes: torch.LongTensor | None = None
     quantized: torch.FloatTensor | None = None
     block_outputs: tuple[torch.FloatTensor, ...] | None = None
     query_outputs: torch.FloatTensor | None = None
+    loss: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -147,6 +155,8 @@ class ReasoningCodecReconstructionOutput(ModelOutput):
         Per-branch FiLM outputs (RVQ inputs).
     branch_quantized (`dict[str, torch.FloatTensor]`, *optional*):
         Per-branch RVQ outputs.
+    loss (`torch.FloatTensor` of shape `()`, *optional*):
+        Training mode only: VQ codebook + commitment loss of the three branch RVQs.
     """
 
     codes: torch.LongTensor | None = None
@@ -155,6 +165,7 @@ class ReasoningCodecReconstructionOutput(ModelOutput):
     fused: dict | None = None
     modulated: dict | None = None
     branch_quantized: dict | None = None
+    loss: torch.FloatTensor | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -449,6 +460,7 @@ class ReasoningCodecResidualVectorQuantizer(nn.Module):
         super().__init__()
         self.codebook_size = codebook_size
         self.num_quantizers = num_quantizers
+        self.commitment_weight = 0.25
         self.project_in = nn.Linear(hidden_size, codebook_dim)
         self.project_out = nn.Linear(codebook_dim, hidden_size)
         self.layers = nn.ModuleList(
@@ -456,17 +468,33 @@ class ReasoningCodecResidualVectorQuantizer(nn.Module):
         )
 
     def forward(self, hidden_states: torch.Tensor) -> ReasoningCodecQuantizerOutput:
-        """`hidden_states` `(batch, length, hidden_size)` -> codes `(batch, length, num_quantizers)` and quantized."""
-        residual = self.project_in(hidden_states)
+        """
+        `hidden_states` `(batch, length, hidden_size)` -> codes `(batch, length, num_quantizers)` and quantized.
+
+        In training mode the quantized features carry straight-through gradients to `hidden_states`, and `loss` is the
+        VQ-VAE objective summed over the levels: codebook term `|sg(r) - e|^2` plus commitment term
+        `commitment_weight * |r - sg(e)|^2` for each level's residual `r` and chosen entry `e`.
+        """
+        projected = self.project_in(hidden_states)
+        residual = projected
         quantized = torch.zeros_like(residual)
         codes = []
+        loss = projected.new_zeros(()) if self.training else None
         for layer in self.layers:
-            indices = layer.encode(residual)
+            indices = layer.encode(residual.detach())
             chosen = layer.decode(indices)
+            if self.training:
+                loss = loss + F.mse_loss(chosen, residual.detach())
+                loss = loss + self.commitment_weight * F.mse_loss(residual, chosen.detach())
+                chosen = chosen.detach()
             residual = residual - chosen
             quantized = quantized + chosen
             codes.append(indices)
-        return ReasoningCodecQuantizerOutput(codes=torch.stack(codes, dim=-1), quantized=self.project_out(quantized))
+        if self.training:
+            quantized = projected + (quantized - projected).detach()
+        return ReasoningCodecQuantizerOutput(
+            codes=torch.stack(codes, dim=-1), quantized=self.project_out(quantized), loss=loss
+        )
 
     def decode(self, codes: torch.LongTensor) -> torch.Tensor:
         """codes `(batch, length, num_quantizers)` -> `project_out(sum of codebook vectors)` `(batch, length, hidden)`."""
@@ -606,6 +634,7 @@ class ReasoningCodecReasoningEncoder(nn.Module):
             quantized=output.quantized,
             block_outputs=tuple(block_outputs),
             query_outputs=query_outputs,
+            loss=output.loss,
         )
 
 
@@ -705,11 +734,13 @@ class ReasoningCodecReconstructionEncoder(nn.Module):
         acoustic_in, acoustic_q = branch(self.acoustic_film, acoustic_fused, self.acoustic_quantizer)
         codes = torch.cat([phone.codes, semantic_q.codes, acoustic_q.codes], dim=-1)
         quantized = phone.quantized + semantic_q.quantized + acoustic_q.quantized
+        loss = phone.loss + semantic_q.loss + acoustic_q.loss if self.training else None
         if not return_intermediates:
-            return ReasoningCodecReconstructionOutput(codes=codes, quantized=quantized)
+            return ReasoningCodecReconstructionOutput(codes=codes, quantized=quantized, loss=loss)
         return ReasoningCodecReconstructionOutput(
             codes=codes,
             quantized=quantized,
+            loss=loss,
             reasoning_condition=condition,
             fused={"phone": phone_fused, "semantic": semantic_fused, "acoustic": acoustic_fused},
             modulated={"phone": phone_in, "semantic": semantic_in, "acoustic": acoustic_in},
@@ -770,6 +801,16 @@ class ReasoningCodecPreTrainedModel(PreTrainedModel):
             base = self.config.music_ssl_config.rotary_embedding_base
             inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
             init.copy_(module.inv_freq, inv_freq)
+        elif isinstance(module, (ReasoningCodecSQConv1d, ReasoningCodecSQConvTranspose1d)):
+            # The SQ-codec is a deep PReLU conv stack: a 0.02-std init would silence it, so it keeps PyTorch's
+            # fan-in scaled default (Kaiming-uniform weights and biases).
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                fan_in = module.weight.shape[1] * module.weight[0, 0].numel()
+                if isinstance(module, nn.ConvTranspose1d):
+                    fan_in = module.weight.shape[0] * module.weight[0, 0].numel()
+                bound = 1 / math.sqrt(fan_in)
+                init.uniform_(module.bias, -bound, bound)
         elif isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:

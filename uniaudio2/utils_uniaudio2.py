@@ -1,0 +1,41 @@
+# Copyright 2026 The uniaudio2 contributors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Small helpers shared by the recipes and the bundle builders."""
+
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_directory(output_dir):
+    """
+    Yield a fresh temporary directory next to `output_dir`. When the block succeeds it replaces `output_dir`; when it
+    raises (or is interrupted) the temporary directory is removed, so no half-written result is ever left behind.
+    """
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
+    try:
+        yield tmp_dir
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        tmp_dir.rename(output_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+
+
+__all__ = ["atomic_directory"]
