@@ -1,0 +1,85 @@
+# Copyright 2026 The uniaudio2 contributors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+Train a small ReasoningCodec on a corpus made by `recipes/make_tiny_corpus.py` (see
+`uniaudio2/training_reasoning_codec.py` for the recipe and what is scaled down).
+
+    python recipes/train_reasoning_codec.py --corpus outputs/tiny_corpus --output_dir outputs/tiny_codec \\
+        --tokenizer_dir outputs/tiny_tokenizer
+
+The text aligner needs a tokenizer: `--tokenizer_dir` loads one, or trains a byte-level BPE on the corpus text and
+saves it there when the directory does not exist yet. `--config` takes a `ReasoningCodecConfig` json (default: the
+tiny default geometry, `uniaudio2.tiny_default.small_codec_config`).
+"""
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+from transformers.utils import logging
+
+
+def corpus_tokenizer(corpus_dir, tokenizer_dir, vocab_size: int = 512):
+    """Load the tokenizer at `tokenizer_dir`, or train it on the train split's text and save it there."""
+    from uniaudio2.tiny_default import build_tiny_tokenizer
+
+    tokenizer_dir = Path(tokenizer_dir)
+    if (tokenizer_dir / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    with open(Path(corpus_dir) / "train.jsonl") as file:
+        texts = [json.loads(line)["text"] for line in file]
+    tokenizer = build_tiny_tokenizer(vocab_size, corpus=texts)
+    tokenizer.save_pretrained(str(tokenizer_dir))
+    return tokenizer
+
+
+def main(argv=None) -> int:
+    from uniaudio2.configuration_reasoning_codec import ReasoningCodecConfig
+    from uniaudio2.modeling_reasoning_codec import ReasoningCodecModel
+    from uniaudio2.tiny_default import small_codec_config
+    from uniaudio2.training_reasoning_codec import CodecTrainingArguments, run_codec_training
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", required=True)
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--tokenizer_dir", required=True)
+    parser.add_argument("--config", default=None, help="ReasoningCodecConfig json (default: the tiny default geometry)")
+    parser.add_argument("--train_limit", type=int, default=None, help="use only the first N training clips")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    for field in dataclasses.fields(CodecTrainingArguments):
+        parser.add_argument(f"--{field.name}", type=type(field.default), default=field.default)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.set_verbosity_info()
+    training_args = CodecTrainingArguments(**{f.name: getattr(args, f.name) for f in dataclasses.fields(CodecTrainingArguments)})
+    config = ReasoningCodecConfig.from_json_file(args.config) if args.config else small_codec_config()
+    try:
+        tokenizer = corpus_tokenizer(args.corpus, args.tokenizer_dir)
+        torch.manual_seed(training_args.seed)
+        codec = ReasoningCodecModel(config)
+        summary = run_codec_training(codec, tokenizer, args.corpus, args.output_dir, training_args, args.train_limit)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

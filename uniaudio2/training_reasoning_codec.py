@@ -1,0 +1,540 @@
+# Copyright 2026 The uniaudio2 contributors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+Training of a (small) ReasoningCodec from paired audio and text, following the UniAudio 2.0 codec recipe.
+
+Two stages, as in the paper (the SQ-codec is trained first, then everything that produces and consumes the tokens):
+
+1. **SQ-codec** (`train_sq_codec`): the scalar-quantized waveform auto-encoder whose latents the flow decoder
+   generates. Straight-through rounding of the `tanh` latents, multi-resolution STFT + log-mel reconstruction loss.
+2. **Tokenizer and decoder** (`train_codec`), with the SQ-codec frozen:
+   - the *reconstruction* branches (phone / semantic / acoustic RVQs, FiLM-modulated by the reasoning features) and
+     the DiT flow-matching decoder, trained end to end with the conditional flow-matching loss on SQ latents
+     (condition dropout for classifier-free guidance, random in-context prefixes for windowed decoding);
+   - the *reasoning* branch made text-aligned: a small text decoder (the paper uses an LLM) must produce the
+     transcript or caption from the quantized reasoning features alone, and its cross-entropy trains the branch;
+   - VQ codebook and commitment losses for every RVQ, codebooks initialised from data and dead entries re-seeded.
+
+What is scaled down (documented in the model card): the Whisper, WavLM and music-SSL encoders are tiny and, because
+no pretrained weights can be loaded offline, they are trained jointly instead of being frozen pretrained models;
+the text aligner is a 2-layer transformer decoder instead of an LLM; codebooks are smaller.
+"""
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers.utils import logging
+
+from .modeling_reasoning_codec import ReasoningCodecModel, htk_mel_filter_bank
+from .utils_uniaudio2 import atomic_directory
+
+
+logger = logging.get_logger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CorpusItem:
+    waveform: np.ndarray
+    text: str
+    kind: str
+    id: str
+
+
+def load_corpus(corpus_dir, split: str, sampling_rate: int = 24000, limit: int | None = None) -> list[CorpusItem]:
+    """Rows of `<corpus_dir>/<split>.jsonl` (see `recipes/make_tiny_corpus.py`) with their audio loaded."""
+    corpus_dir = Path(corpus_dir)
+    manifest = corpus_dir / f"{split}.jsonl"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"No {split} manifest at {manifest}: build the corpus with recipes/make_tiny_corpus.py.")
+    items = []
+    with open(manifest) as file:
+        for line in file:
+            row = json.loads(line)
+            waveform, rate = sf.read(str(corpus_dir / row["audio"]), dtype="float32", always_2d=True)
+            if rate != sampling_rate:
+                raise ValueError(f"{row['audio']} is sampled at {rate} Hz, the codec expects {sampling_rate} Hz.")
+            items.append(CorpusItem(waveform.mean(1), row["text"], row["kind"], row["id"]))
+            if limit is not None and len(items) >= limit:
+                break
+    return items
+
+
+def length_bucketed_batches(items: list[CorpusItem], batch_size: int, rng: random.Random) -> list[list[CorpusItem]]:
+    """Batches of clips of similar length (the DiT has no attention mask: a batch is cropped to its shortest clip)."""
+    ordered = sorted(items, key=lambda item: len(item.waveform))
+    batches = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Losses
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class SpectralReconstructionLoss(nn.Module):
+    """Multi-resolution STFT loss (spectral convergence + log-magnitude L1) plus a log-mel L1 term."""
+
+    def __init__(self, sampling_rate: int, fft_sizes=(512, 1024, 2048), num_mel_bins: int = 80):
+        super().__init__()
+        self.fft_sizes = tuple(fft_sizes)
+        for n_fft in self.fft_sizes:
+            self.register_buffer(f"window_{n_fft}", torch.hann_window(n_fft), persistent=False)
+        self.mel_fft = 1024
+        self.register_buffer(
+            "mel_filters", htk_mel_filter_bank(self.mel_fft // 2 + 1, num_mel_bins, sampling_rate), persistent=False
+        )
+
+    def _magnitude(self, waveform: torch.Tensor, n_fft: int) -> torch.Tensor:
+        window = getattr(self, f"window_{n_fft}")
+        stft = torch.stft(waveform, n_fft, n_fft // 4, window=window, return_complex=True)
+        return stft.abs().clamp(min=1e-7)
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = prediction.new_zeros(())
+        for n_fft in self.fft_sizes:
+            predicted, reference = self._magnitude(prediction, n_fft), self._magnitude(target, n_fft)
+            convergence = torch.linalg.norm(reference - predicted) / torch.linalg.norm(reference).clamp(min=1e-7)
+            loss = loss + convergence + F.l1_loss(predicted.log(), reference.log())
+            if n_fft == self.mel_fft:
+                mel_predicted = (predicted.pow(2).transpose(1, 2) @ self.mel_filters).clamp(min=1e-7).log()
+                mel_reference = (reference.pow(2).transpose(1, 2) @ self.mel_filters).clamp(min=1e-7).log()
+                loss = loss + F.l1_loss(mel_predicted, mel_reference)
+        return loss / len(self.fft_sizes)
+
+
+class ReasoningTextAligner(nn.Module):
+    """
+    Text decoder that reads the quantized reasoning features (5 Hz) and predicts the transcript or caption: the
+    small-scale stand-in for the LLM the paper uses to make the reasoning tokens text-aligned. Used only in training.
+    """
+
+    def __init__(self, vocab_size: int, input_size: int, hidden_size: int = 128, num_layers: int = 2, max_length: int = 96):
+        super().__init__()
+        self.input_proj = nn.Linear(input_size, hidden_size)
+        self.embed_tokens = nn.Embedding(vocab_size, hidden_size)
+        self.embed_positions = nn.Embedding(max_length, hidden_size)
+        layer = nn.TransformerDecoderLayer(hidden_size, 4, 4 * hidden_size, dropout=0.1, batch_first=True, norm_first=True)
+        self.decoder = nn.TransformerDecoder(layer, num_layers)
+        self.lm_head = nn.Linear(hidden_size, vocab_size)
+        self.max_length = max_length
+
+    def forward(self, memory, memory_padding_mask, input_ids, attention_mask) -> torch.Tensor:
+        """Logits `(batch, length, vocab)` for teacher-forced `input_ids`; padding masks are True at padding."""
+        length = input_ids.shape[1]
+        positions = torch.arange(length, device=input_ids.device)
+        hidden_states = self.embed_tokens(input_ids) + self.embed_positions(positions)[None]
+        causal = torch.triu(torch.full((length, length), float("-inf"), device=input_ids.device), diagonal=1)
+        hidden_states = self.decoder(
+            hidden_states,
+            self.input_proj(memory),
+            tgt_mask=causal,
+            tgt_key_padding_mask=~attention_mask.bool(),
+            memory_key_padding_mask=memory_padding_mask,
+        )
+        return self.lm_head(hidden_states)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Codebook maintenance
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def reseed_codebooks(quantizer, hidden_states: torch.Tensor, usage: torch.Tensor | None = None, generator=None) -> int:
+    """
+    Re-seed codebook entries of a residual VQ from the residuals of `hidden_states` `(..., hidden_size)`: every entry
+    when `usage` is None (data initialisation), otherwise the entries of each level whose `usage[level]` count is 0.
+    Returns the number of entries re-seeded.
+    """
+    residual = quantizer.project_in(hidden_states.reshape(-1, hidden_states.shape[-1]).float())
+    reseeded = 0
+    for level, layer in enumerate(quantizer.layers):
+        dead = torch.ones(layer.embed.shape[0], dtype=torch.bool) if usage is None else usage[level] == 0
+        count = int(dead.sum())
+        if count:
+            picks = torch.randint(0, residual.shape[0], (count,), generator=generator)
+            noise = 1e-3 * torch.randn(count, residual.shape[1], generator=generator)
+            layer.embed.data[dead.to(layer.embed.device)] = residual[picks] + noise
+            reseeded += count
+        residual = residual - layer.decode(layer.encode(residual))
+    return reseeded
+
+
+def codebook_perplexity(usage: torch.Tensor) -> float:
+    """Mean over levels of the perplexity of the code distribution (`usage` `(levels, codebook_size)` counts)."""
+    probabilities = usage.float() / usage.sum(-1, keepdim=True).clamp(min=1)
+    entropy = -(probabilities * probabilities.clamp(min=1e-12).log()).sum(-1)
+    return float(entropy.exp().mean())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CodecTrainingArguments:
+    """Hyper-parameters of both stages (defaults: the tiny default model's run)."""
+
+    sq_steps: int = 1000
+    sq_batch_size: int = 8
+    sq_crop_seconds: float = 0.8
+    sq_learning_rate: float = 1e-3
+    steps: int = 1800
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
+    text_loss_weight: float = 1.0
+    vq_loss_weight: float = 1.0
+    condition_dropout: float = 0.1
+    reseed_every: int = 100
+    log_every: int = 50
+    seed: int = 0
+
+
+def _cosine_schedule(optimizer, warmup_steps: int, total_steps: int):
+    def factor(step):
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _random_crops(items: list[CorpusItem], batch_size: int, crop: int, rng: random.Random) -> torch.Tensor:
+    crops = []
+    for item in rng.sample(items, batch_size):
+        waveform = item.waveform
+        if len(waveform) < crop:
+            waveform = np.pad(waveform, (0, crop - len(waveform)))
+        start = rng.randrange(len(waveform) - crop + 1)
+        crops.append(torch.from_numpy(waveform[start : start + crop]))
+    return torch.stack(crops)
+
+
+def sq_codec_forward(sq_codec, waveform: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """
+    Auto-encode `(batch, samples)` on the training path of the SQ-codec: the rounding to `1 / levels` steps is replaced
+    by additive uniform noise of the same width, which keeps gradients flowing to latents that would all round to 0
+    at initialisation (straight-through rounding leaves such an encoder stuck).
+    """
+    latents = sq_codec.encode(waveform[:, None])
+    step = 1.0 / sq_codec.quantization_levels
+    noise = (torch.rand(latents.shape, generator=generator) - 0.5) * step
+    return sq_codec.decoder(latents + noise.to(latents))[:, 0]
+
+
+def train_sq_codec(codec: ReasoningCodecModel, items: list[CorpusItem], args: CodecTrainingArguments, log=None) -> dict:
+    """Stage 1: train `codec.decoder.sq_codec` to reconstruct waveforms. Returns the final smoothed loss."""
+    from tqdm.auto import tqdm
+
+    rng = random.Random(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    sq_codec = codec.decoder.sq_codec.train()
+    hop = codec.config.decoder_config.hop_length
+    crop = max(hop, int(args.sq_crop_seconds * codec.config.sampling_rate) // hop * hop)
+    criterion = SpectralReconstructionLoss(codec.config.sampling_rate)
+    optimizer = torch.optim.AdamW(sq_codec.parameters(), lr=args.sq_learning_rate, betas=(0.8, 0.99))
+    scheduler = _cosine_schedule(optimizer, args.warmup_steps, args.sq_steps)
+    smoothed = None
+    for step in tqdm(range(args.sq_steps), desc="SQ-codec"):
+        waveform = _random_crops(items, args.sq_batch_size, crop, rng)
+        loss = criterion(sq_codec_forward(sq_codec, waveform, generator), waveform)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        # Only outliers are clipped: the gradient reaching the first encoder layers is orders of magnitude smaller than
+        # at the output layer, and a unit clip would freeze them.
+        torch.nn.utils.clip_grad_norm_(sq_codec.parameters(), 50.0)
+        optimizer.step()
+        scheduler.step()
+        value = loss.item()
+        smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
+        if log is not None and (step + 1) % args.log_every == 0:
+            log({"stage": "sq_codec", "step": step + 1, "loss": round(smoothed, 4)})
+    sq_codec.eval()
+    return {"sq_loss": smoothed}
+
+
+class CodecTrainer:
+    """
+    Stage 2: everything between the waveform and the SQ latents. One `step()` = one batch of whole clips, each encoded
+    exactly as `ReasoningCodecModel.encode` does (the clip tiled into one encoder window), so the codes seen in
+    training are the codes seen at inference.
+    """
+
+    def __init__(self, codec: ReasoningCodecModel, tokenizer, args: CodecTrainingArguments):
+        self.codec = codec
+        self.tokenizer = tokenizer
+        self.args = args
+        config = codec.config
+        self.aligner = ReasoningTextAligner(len(tokenizer), config.reasoning_config.hidden_size)
+        self.rng = random.Random(args.seed)
+        self.generator = torch.Generator().manual_seed(args.seed)
+        codec.decoder.sq_codec.requires_grad_(False)
+        parameters = [p for p in codec.parameters() if p.requires_grad] + list(self.aligner.parameters())
+        self.optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
+        self.scheduler = _cosine_schedule(self.optimizer, args.warmup_steps, args.steps)
+        self.parameters = parameters
+        self.quantizers = {
+            "reasoning": codec.reasoning_encoder.quantizer,
+            "phone": codec.reconstruction_encoder.phone_quantizer,
+            "semantic": codec.reconstruction_encoder.semantic_quantizer,
+            "acoustic": codec.reconstruction_encoder.acoustic_quantizer,
+        }
+        self.usage = {name: torch.zeros(q.num_quantizers, q.codebook_size, dtype=torch.long) for name, q in self.quantizers.items()}
+        self.initialized = False
+        self._latents: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def target_latents(self, item: CorpusItem) -> torch.Tensor:
+        """Rounded SQ latents `(frames, latent_dim)` of a clip (the SQ-codec is frozen: computed once, then cached)."""
+        if item.id not in self._latents:
+            sq_codec = self.codec.decoder.sq_codec
+            hop = self.codec.config.decoder_config.hop_length
+            waveform = torch.from_numpy(item.waveform[: self.codec.config.encode_window_samples])
+            waveform = F.pad(waveform, (0, -waveform.shape[0] % hop))
+            self._latents[item.id] = sq_codec.quantize(sq_codec.encode(waveform[None, None]))[0].transpose(0, 1)
+        return self._latents[item.id]
+
+    def _windows(self, batch: list[CorpusItem]) -> tuple[torch.Tensor, list[int]]:
+        codec = self.codec
+        window = codec.config.encode_window_samples
+        lengths, windows = [], []
+        for item in batch:
+            clip = torch.from_numpy(item.waveform[:window])
+            lengths.append(clip.shape[0])
+            windows.append(codec.pipeline_windows(clip)[0])
+        return torch.stack(windows), lengths
+
+    def _text_batch(self, batch: list[CorpusItem]):
+        tokenizer = self.tokenizer
+        ids = [[tokenizer.bos_token_id] + tokenizer(item.text, add_special_tokens=False)["input_ids"][: self.aligner.max_length - 2]
+               + [tokenizer.eos_token_id] for item in batch]
+        length = max(len(i) for i in ids)
+        input_ids = torch.full((len(ids), length), tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros(len(ids), length, dtype=torch.long)
+        for row, sequence in enumerate(ids):
+            input_ids[row, : len(sequence)] = torch.tensor(sequence)
+            attention[row, : len(sequence)] = 1
+        return input_ids, attention
+
+    def forward(self, batch: list[CorpusItem], train: bool = True) -> dict:
+        codec, args = self.codec, self.args
+        config = codec.config
+        windows, lengths = self._windows(batch)
+        features = codec.extract_features(windows)
+        reasoning = codec.reasoning_encoder(features.whisper, features.music_semantic, return_hidden_states=True)
+        reconstruction = codec.reconstruction_encoder(
+            features.whisper, features.wavlm, features.music_acoustic, features.music_semantic, reasoning.quantized,
+            return_intermediates=True,
+        )
+        frames = [codec._num_output_frames(length) for length in lengths]
+        num_reasoning = torch.tensor([min(f[0], reasoning.codes.shape[1]) for f in frames])
+        num_reconstruction = min(min(f[1] for f in frames), reconstruction.codes.shape[1])
+
+        # Text alignment of the reasoning branch.
+        input_ids, attention = self._text_batch(batch)
+        memory_padding = torch.arange(reasoning.quantized.shape[1])[None] >= num_reasoning[:, None]
+        logits = self.aligner(reasoning.quantized, memory_padding, input_ids[:, :-1], attention[:, :-1])
+        labels = input_ids[:, 1:].masked_fill(attention[:, 1:] == 0, -100)
+        text_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        predicted = logits.argmax(-1)
+        token_accuracy = float(((predicted == labels) & (labels != -100)).sum() / (labels != -100).sum())
+
+        # Conditional flow matching on the SQ latents of the clip (the batch is cropped to its shortest clip).
+        decoder = codec.decoder
+        latents = [self.target_latents(item) for item in batch]
+        num_latents = min(2 * num_reconstruction, *(latent.shape[0] for latent in latents))
+        target = torch.stack([latent[:num_latents] for latent in latents])
+        condition = decoder.compute_condition(reconstruction.quantized[:, :num_reconstruction])[:, :num_latents]
+        if train and args.condition_dropout > 0:
+            drop = torch.rand(len(batch), generator=self.generator) < args.condition_dropout
+            condition = torch.where(drop[:, None, None], torch.zeros_like(condition), condition)
+        noise = torch.randn(target.shape, generator=self.generator)
+        t = torch.rand(len(batch), generator=self.generator)
+        sigma_min = config.decoder_config.sigma_min
+        noisy = (1 - (1 - sigma_min) * t[:, None, None]) * noise + t[:, None, None] * target
+        # Random in-context prefix (half of the examples): known latents, excluded from the loss.
+        prefix = torch.zeros(len(batch), dtype=torch.long)
+        if train:
+            use = torch.rand(len(batch), generator=self.generator) < 0.5
+            prefix = torch.where(use, (torch.rand(len(batch), generator=self.generator) * 0.3 * num_latents).long(), prefix)
+        in_prefix = torch.arange(num_latents)[None] < prefix[:, None]
+        incontext = torch.where(in_prefix[..., None], target, torch.zeros_like(target))
+        dit_input = torch.cat([noisy, incontext, condition], dim=2)
+        velocity = decoder.dit(dit_input, t)
+        flow_error = (velocity - (target - (1 - sigma_min) * noise)).pow(2).mean(-1)
+        flow_loss = flow_error[~in_prefix].mean()
+
+        vq_loss = reasoning.loss + reconstruction.loss if reasoning.loss is not None else torch.zeros(())
+        loss = flow_loss + args.text_loss_weight * text_loss + args.vq_loss_weight * vq_loss
+
+        if train:
+            with torch.no_grad():
+                codes = {
+                    "reasoning": reasoning.codes[:, : int(num_reasoning.max())],
+                    "phone": reconstruction.codes[:, :num_reconstruction, :1],
+                    "semantic": reconstruction.codes[:, :num_reconstruction, 1:2],
+                    "acoustic": reconstruction.codes[:, :num_reconstruction, 2:],
+                }
+                for name, value in codes.items():
+                    flat = value.reshape(-1, value.shape[-1])
+                    for level in range(flat.shape[-1]):
+                        self.usage[name][level] += torch.bincount(flat[:, level], minlength=self.usage[name].shape[1])
+            self._inputs = {
+                "reasoning": reasoning.query_outputs.detach(),
+                **{name: reconstruction.modulated[name].detach() for name in ("phone", "semantic", "acoustic")},
+            }
+        return {
+            "loss": loss, "flow_loss": flow_loss.item(), "text_loss": text_loss.item(), "vq_loss": vq_loss.item(),
+            "token_accuracy": token_accuracy,
+        }
+
+    @torch.no_grad()
+    def initialize_codebooks(self, batch: list[CorpusItem]):
+        """Seed every codebook from the features of a batch (so that no entry starts unused)."""
+        codec = self.codec
+        windows, _ = self._windows(batch)
+        features = codec.extract_features(windows)
+        reasoning = codec.reasoning_encoder(features.whisper, features.music_semantic, return_hidden_states=True)
+        reseed_codebooks(self.quantizers["reasoning"], reasoning.query_outputs, generator=self.generator)
+        reasoning = codec.reasoning_encoder(features.whisper, features.music_semantic)
+        reconstruction = codec.reconstruction_encoder(
+            features.whisper, features.wavlm, features.music_acoustic, features.music_semantic, reasoning.quantized,
+            return_intermediates=True,
+        )
+        for name in ("phone", "semantic", "acoustic"):
+            reseed_codebooks(self.quantizers[name], reconstruction.modulated[name], generator=self.generator)
+        self.initialized = True
+
+    def step(self, batch: list[CorpusItem]) -> dict:
+        self.codec.train()
+        self.codec.decoder.sq_codec.eval()
+        self.aligner.train()
+        if not self.initialized:
+            self.initialize_codebooks(batch)
+        output = self.forward(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        output["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(self.parameters, 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        output["loss"] = float(output["loss"])
+        return output
+
+    def reseed_dead_codes(self) -> dict:
+        """Re-seed the entries unused since the last call from the last batch's features; returns the perplexities."""
+        perplexities = {}
+        for name, quantizer in self.quantizers.items():
+            perplexities[name] = round(codebook_perplexity(self.usage[name]), 1)
+            reseed_codebooks(quantizer, self._inputs[name], usage=self.usage[name], generator=self.generator)
+            self.usage[name].zero_()
+        return perplexities
+
+    @torch.no_grad()
+    def evaluate(self, items: list[CorpusItem], batch_size: int) -> dict:
+        self.codec.eval()
+        self.aligner.eval()
+        totals, count = {}, 0
+        for batch in length_bucketed_batches(items, batch_size, random.Random(0)):
+            output = self.forward(batch, train=False)
+            output["loss"] = float(output["loss"])
+            for key, value in output.items():
+                totals[key] = totals.get(key, 0.0) + value * len(batch)
+            count += len(batch)
+        return {f"eval_{key}": round(value / count, 4) for key, value in totals.items()}
+
+
+def train_codec(
+    codec: ReasoningCodecModel,
+    tokenizer,
+    train_items: list[CorpusItem],
+    eval_items: list[CorpusItem] | None,
+    args: CodecTrainingArguments,
+    log=None,
+) -> dict:
+    """Stage 2 (see `CodecTrainer`). Returns the final evaluation metrics."""
+    from tqdm.auto import tqdm
+
+    trainer = CodecTrainer(codec, tokenizer, args)
+    rng = random.Random(args.seed)
+    batches: list = []
+    running: dict = {}
+    for step in tqdm(range(args.steps), desc="ReasoningCodec"):
+        if not batches:
+            batches = length_bucketed_batches(train_items, args.batch_size, rng)
+        output = trainer.step(batches.pop())
+        for key, value in output.items():
+            running[key] = value if key not in running else 0.95 * running[key] + 0.05 * value
+        if (step + 1) % args.reseed_every == 0 and step + 1 < args.steps:
+            perplexities = trainer.reseed_dead_codes()
+            if log is not None:
+                log({"stage": "codec", "step": step + 1, "codebook_perplexity": perplexities})
+        if log is not None and (step + 1) % args.log_every == 0:
+            log({"stage": "codec", "step": step + 1, **{key: round(value, 4) for key, value in running.items()}})
+    codec.eval()
+    metrics = trainer.evaluate(eval_items, args.batch_size) if eval_items else {}
+    return {**{f"train_{key}": round(value, 4) for key, value in running.items()}, **metrics}
+
+
+def run_codec_training(codec, tokenizer, corpus_dir, output_dir, args: CodecTrainingArguments, train_limit=None) -> dict:
+    """Both stages on a corpus directory; saves the codec (atomically) with a `training_log.jsonl` and a summary."""
+    torch.manual_seed(args.seed)
+    with atomic_directory(output_dir) as tmp_dir, open(tmp_dir / "training_log.jsonl", "w") as log_file:
+
+        def log(record):
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+            logger.info(json.dumps(record))
+
+        start = time.perf_counter()
+        train_items = load_corpus(corpus_dir, "train", codec.config.sampling_rate, limit=train_limit)
+        eval_items = load_corpus(corpus_dir, "validation", codec.config.sampling_rate)
+        summary = {"arguments": asdict(args), "num_train_clips": len(train_items)}
+        summary.update(train_sq_codec(codec, train_items, args, log))
+        summary["sq_minutes"] = round((time.perf_counter() - start) / 60, 2)
+        summary.update(train_codec(codec, tokenizer, train_items, eval_items, args, log))
+        summary["total_minutes"] = round((time.perf_counter() - start) / 60, 2)
+        codec.save_pretrained(tmp_dir)
+        (tmp_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+__all__ = [
+    "CodecTrainingArguments",
+    "CodecTrainer",
+    "ReasoningTextAligner",
+    "SpectralReconstructionLoss",
+    "load_corpus",
+    "reseed_codebooks",
+    "run_codec_training",
+    "train_codec",
+    "train_sq_codec",
+]
