@@ -248,6 +248,21 @@ def test_raw_rows_to_a_training_batch_with_a_tokenizer_and_the_codec_stand_in():
     assert torch.isfinite(loss)
 
 
+def test_text_columns_of_mixed_task_rows_are_tokenised_in_every_writer_batch():
+    # A writer batch holding only ASR rows (caption_seq None) must not fix the caption column's type to string.
+    config = tiny_uniaudio2_config()
+    tokenizer = _tokenizer()
+    ids = special_ids_from_tokenizer(config, tokenizer)
+    raw = datasets.Dataset.from_dict({
+        "task": ["ASR", "ASR", "TTA"],
+        "transcription_seq": ["hello world", "text to speech", None],
+        "caption_seq": [None, None, "a dog barks"],
+    })
+    rows = tokenize_text_dataset(raw, tokenizer, ids, writer_batch_size=2)
+    assert rows[2]["caption_seq"] == [80, 6, 7, 8, 81] and rows[0]["caption_seq"] is None
+    assert rows[0]["transcription_seq"] == [80, 0, 1, 81] and rows[2]["transcription_seq"] is None
+
+
 def test_streaming_pipeline_matches_the_map_style_pipeline():
     ids = _ids()
     rows = synthetic_examples(tiny_uniaudio2_config(), ids, 12, tasks=("ASR", "TTS", "speech_s2s"), seed=2, num_groups=3)

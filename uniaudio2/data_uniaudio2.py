@@ -177,6 +177,16 @@ def tokenize_text_dataset(dataset, tokenizer, special_ids: GridSpecialIds, promp
         )
         return out
 
+    features = getattr(dataset, "features", None)
+    if features is not None and "features" not in map_kwargs:
+        # A text column becomes token ids in every row at once: rows of other tasks (None there) would otherwise
+        # leave the column typed as string (or null) and the ids could not be written.
+        import datasets
+
+        features = features.copy()
+        for key in [*[k for k in text_keys if k in columns], "prompt_ids"]:
+            features[key] = datasets.Sequence(datasets.Value("int64"))
+        map_kwargs = {**map_kwargs, "features": features}
     return _map(dataset, tokenize, desc="Tokenising text", **map_kwargs)
 
 
