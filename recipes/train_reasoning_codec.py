@@ -18,7 +18,8 @@ Train a small ReasoningCodec on a corpus made by `recipes/make_tiny_corpus.py` (
     python recipes/train_reasoning_codec.py --corpus outputs/tiny_corpus --output_dir outputs/tiny_codec \\
         --tokenizer_dir outputs/tiny_tokenizer
 
-The text aligner needs a tokenizer: `--tokenizer_dir` loads one, or trains a byte-level BPE on the corpus text and
+`--init_from DIR --reinit_decoder --decoder_only true` retrains only the decoder (SQ-codec, then the DiT) of a trained
+codec: its tokens do not change, so a language model trained on them stays valid. The text aligner needs a tokenizer: `--tokenizer_dir` loads one, or trains a byte-level BPE on the corpus text and
 saves it there when the directory does not exist yet. `--config` takes a `ReasoningCodecConfig` json (default: the
 tiny default geometry, `uniaudio2.tiny_default.small_codec_config`).
 """
@@ -61,18 +62,34 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default=None, help="ReasoningCodecConfig json (default: the tiny default geometry)")
     parser.add_argument("--train_limit", type=int, default=None, help="use only the first N training clips")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--init_from", default=None, help="start from this trained codec instead of a fresh one")
+    parser.add_argument("--reinit_decoder", action="store_true",
+                        help="with --init_from: re-initialise the decoder (SQ-codec + DiT) before training it")
     for field in dataclasses.fields(CodecTrainingArguments):
-        parser.add_argument(f"--{field.name}", type=type(field.default), default=field.default)
+        kind = type(field.default)
+        if kind is bool:
+            kind = lambda value: value.lower() in ("1", "true", "yes")  # noqa: E731
+        parser.add_argument(f"--{field.name}", type=kind, default=field.default)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.set_verbosity_info()
     training_args = CodecTrainingArguments(**{f.name: getattr(args, f.name) for f in dataclasses.fields(CodecTrainingArguments)})
-    config = ReasoningCodecConfig.from_json_file(args.config) if args.config else small_codec_config()
+    if args.config:
+        config = ReasoningCodecConfig.from_json_file(args.config)
+    elif args.init_from:
+        config = ReasoningCodecConfig.from_pretrained(args.init_from)
+    else:
+        config = small_codec_config()
     try:
         tokenizer = corpus_tokenizer(args.corpus, args.tokenizer_dir)
         torch.manual_seed(training_args.seed)
         codec = ReasoningCodecModel(config)
+        if args.init_from:
+            fresh_decoder = codec.decoder.state_dict()
+            codec = ReasoningCodecModel.from_pretrained(args.init_from)
+            if args.reinit_decoder:
+                codec.decoder.load_state_dict(fresh_decoder)
         summary = run_codec_training(codec, tokenizer, args.corpus, args.output_dir, training_args, args.train_limit)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -63,6 +63,7 @@ class CorpusItem:
     text: str
     kind: str
     id: str
+    voice: str = ""
 
 
 def load_corpus(corpus_dir, split: str, sampling_rate: int = 24000, limit: int | None = None) -> list[CorpusItem]:
@@ -78,7 +79,7 @@ def load_corpus(corpus_dir, split: str, sampling_rate: int = 24000, limit: int |
             waveform, rate = sf.read(str(corpus_dir / row["audio"]), dtype="float32", always_2d=True)
             if rate != sampling_rate:
                 raise ValueError(f"{row['audio']} is sampled at {rate} Hz, the codec expects {sampling_rate} Hz.")
-            items.append(CorpusItem(waveform.mean(1), row["text"], row["kind"], row["id"]))
+            items.append(CorpusItem(waveform.mean(1), row["text"], row["kind"], row["id"], row.get("voice", "")))
             if limit is not None and len(items) >= limit:
                 break
     return items
@@ -206,6 +207,7 @@ class CodecTrainingArguments:
     sq_batch_size: int = 8
     sq_crop_seconds: float = 0.8
     sq_learning_rate: float = 1e-3
+    sq_unquantized_fraction: float = 0.5
     steps: int = 1800
     batch_size: int = 8
     learning_rate: float = 1e-3
@@ -214,6 +216,7 @@ class CodecTrainingArguments:
     vq_loss_weight: float = 1.0
     condition_dropout: float = 0.1
     reseed_every: int = 100
+    decoder_only: bool = False
     log_every: int = 50
     seed: int = 0
 
@@ -239,16 +242,17 @@ def _random_crops(items: list[CorpusItem], batch_size: int, crop: int, rng: rand
     return torch.stack(crops)
 
 
-def sq_codec_forward(sq_codec, waveform: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def sq_codec_forward(sq_codec, waveform: torch.Tensor, quantize: bool = True) -> torch.Tensor:
     """
-    Auto-encode `(batch, samples)` on the training path of the SQ-codec: the rounding to `1 / levels` steps is replaced
-    by additive uniform noise of the same width, which keeps gradients flowing to latents that would all round to 0
-    at initialisation (straight-through rounding leaves such an encoder stuck).
+    Auto-encode `(batch, samples)` on the training path of the SQ-codec: straight-through rounding of the latents
+    (`quantize=True`), or none. Training starts without rounding: at initialisation the latents are far smaller than
+    a quantization step, so rounding (or noise of that width) would hide every input from the decoder, which then only
+    learns the average spectrum.
     """
     latents = sq_codec.encode(waveform[:, None])
-    step = 1.0 / sq_codec.quantization_levels
-    noise = (torch.rand(latents.shape, generator=generator) - 0.5) * step
-    return sq_codec.decoder(latents + noise.to(latents))[:, 0]
+    if quantize:
+        latents = latents + (sq_codec.quantize(latents) - latents).detach()
+    return sq_codec.decoder(latents)[:, 0]
 
 
 def train_sq_codec(codec: ReasoningCodecModel, items: list[CorpusItem], args: CodecTrainingArguments, log=None) -> dict:
@@ -256,17 +260,17 @@ def train_sq_codec(codec: ReasoningCodecModel, items: list[CorpusItem], args: Co
     from tqdm.auto import tqdm
 
     rng = random.Random(args.seed)
-    generator = torch.Generator().manual_seed(args.seed)
     sq_codec = codec.decoder.sq_codec.train()
     hop = codec.config.decoder_config.hop_length
     crop = max(hop, int(args.sq_crop_seconds * codec.config.sampling_rate) // hop * hop)
     criterion = SpectralReconstructionLoss(codec.config.sampling_rate)
-    optimizer = torch.optim.AdamW(sq_codec.parameters(), lr=args.sq_learning_rate, betas=(0.8, 0.99))
+    optimizer = torch.optim.AdamW(sq_codec.parameters(), lr=args.sq_learning_rate)
     scheduler = _cosine_schedule(optimizer, args.warmup_steps, args.sq_steps)
     smoothed = None
     for step in tqdm(range(args.sq_steps), desc="SQ-codec"):
         waveform = _random_crops(items, args.sq_batch_size, crop, rng)
-        loss = criterion(sq_codec_forward(sq_codec, waveform, generator), waveform)
+        quantize = step >= args.sq_unquantized_fraction * args.sq_steps
+        loss = criterion(sq_codec_forward(sq_codec, waveform, quantize), waveform)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # Only outliers are clipped: the gradient reaching the first encoder layers is orders of magnitude smaller than
@@ -298,7 +302,16 @@ class CodecTrainer:
         self.rng = random.Random(args.seed)
         self.generator = torch.Generator().manual_seed(args.seed)
         codec.decoder.sq_codec.requires_grad_(False)
-        parameters = [p for p in codec.parameters() if p.requires_grad] + list(self.aligner.parameters())
+        if args.decoder_only:
+            # Tokens stay as they are (encoders and codebooks frozen): only the flow-matching decoder learns, so a
+            # language model trained on these tokens remains valid.
+            codec.requires_grad_(False)
+            for module in (codec.decoder.dit, codec.decoder.condition_proj):
+                module.requires_grad_(True)
+            codec.decoder.unconditional_embedding.requires_grad_(True)
+        parameters = [p for p in codec.parameters() if p.requires_grad]
+        if not args.decoder_only:
+            parameters += list(self.aligner.parameters())
         self.optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
         self.scheduler = _cosine_schedule(self.optimizer, args.warmup_steps, args.steps)
         self.parameters = parameters
@@ -311,6 +324,7 @@ class CodecTrainer:
         self.usage = {name: torch.zeros(q.num_quantizers, q.codebook_size, dtype=torch.long) for name, q in self.quantizers.items()}
         self.initialized = False
         self._latents: dict[str, torch.Tensor] = {}
+        self._features: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
     def target_latents(self, item: CorpusItem) -> torch.Tensor:
@@ -345,9 +359,55 @@ class CodecTrainer:
             attention[row, : len(sequence)] = 1
         return input_ids, attention
 
+    @torch.no_grad()
+    def frozen_reconstruction_features(self, batch: list[CorpusItem]) -> tuple[torch.Tensor, int]:
+        """`decoder_only`: quantized reconstruction features of each clip (fixed tokens: computed once, cached)."""
+        codec = self.codec
+        missing = [item for item in batch if item.id not in self._features]
+        if missing:
+            windows, lengths = self._windows(missing)
+            features = codec.extract_features(windows)
+            reasoning = codec.reasoning_encoder(features.whisper, features.music_semantic)
+            reconstruction = codec.reconstruction_encoder(
+                features.whisper, features.wavlm, features.music_acoustic, features.music_semantic, reasoning.quantized
+            )
+            for item, length, quantized in zip(missing, lengths, reconstruction.quantized):
+                self._features[item.id] = quantized[: codec._num_output_frames(length)[1]]
+        features = [self._features[item.id] for item in batch]
+        num_reconstruction = min(feature.shape[0] for feature in features)
+        return torch.stack([feature[:num_reconstruction] for feature in features]), num_reconstruction
+
+    def flow_matching_loss(self, batch, quantized: torch.Tensor, num_reconstruction: int, train: bool) -> torch.Tensor:
+        """Conditional flow matching on the SQ latents of the clips (the batch is cropped to its shortest clip)."""
+        decoder, args = self.codec.decoder, self.args
+        latents = [self.target_latents(item) for item in batch]
+        num_latents = min(2 * num_reconstruction, *(latent.shape[0] for latent in latents))
+        target = torch.stack([latent[:num_latents] for latent in latents])
+        condition = decoder.compute_condition(quantized[:, :num_reconstruction])[:, :num_latents]
+        if train and args.condition_dropout > 0:
+            drop = torch.rand(len(batch), generator=self.generator) < args.condition_dropout
+            condition = torch.where(drop[:, None, None], torch.zeros_like(condition), condition)
+        noise = torch.randn(target.shape, generator=self.generator)
+        t = torch.rand(len(batch), generator=self.generator)
+        sigma_min = self.codec.config.decoder_config.sigma_min
+        noisy = (1 - (1 - sigma_min) * t[:, None, None]) * noise + t[:, None, None] * target
+        # Random in-context prefix (half of the examples): known latents, excluded from the loss.
+        prefix = torch.zeros(len(batch), dtype=torch.long)
+        if train:
+            use = torch.rand(len(batch), generator=self.generator) < 0.5
+            prefix = torch.where(use, (torch.rand(len(batch), generator=self.generator) * 0.3 * num_latents).long(), prefix)
+        in_prefix = torch.arange(num_latents)[None] < prefix[:, None]
+        incontext = torch.where(in_prefix[..., None], target, torch.zeros_like(target))
+        velocity = decoder.dit(torch.cat([noisy, incontext, condition], dim=2), t)
+        flow_error = (velocity - (target - (1 - sigma_min) * noise)).pow(2).mean(-1)
+        return flow_error[~in_prefix].mean()
+
     def forward(self, batch: list[CorpusItem], train: bool = True) -> dict:
         codec, args = self.codec, self.args
-        config = codec.config
+        if args.decoder_only:
+            quantized, num_reconstruction = self.frozen_reconstruction_features(batch)
+            flow_loss = self.flow_matching_loss(batch, quantized, num_reconstruction, train)
+            return {"loss": flow_loss, "flow_loss": flow_loss.item()}
         windows, lengths = self._windows(batch)
         features = codec.extract_features(windows)
         reasoning = codec.reasoning_encoder(features.whisper, features.music_semantic, return_hidden_states=True)
@@ -368,30 +428,7 @@ class CodecTrainer:
         predicted = logits.argmax(-1)
         token_accuracy = float(((predicted == labels) & (labels != -100)).sum() / (labels != -100).sum())
 
-        # Conditional flow matching on the SQ latents of the clip (the batch is cropped to its shortest clip).
-        decoder = codec.decoder
-        latents = [self.target_latents(item) for item in batch]
-        num_latents = min(2 * num_reconstruction, *(latent.shape[0] for latent in latents))
-        target = torch.stack([latent[:num_latents] for latent in latents])
-        condition = decoder.compute_condition(reconstruction.quantized[:, :num_reconstruction])[:, :num_latents]
-        if train and args.condition_dropout > 0:
-            drop = torch.rand(len(batch), generator=self.generator) < args.condition_dropout
-            condition = torch.where(drop[:, None, None], torch.zeros_like(condition), condition)
-        noise = torch.randn(target.shape, generator=self.generator)
-        t = torch.rand(len(batch), generator=self.generator)
-        sigma_min = config.decoder_config.sigma_min
-        noisy = (1 - (1 - sigma_min) * t[:, None, None]) * noise + t[:, None, None] * target
-        # Random in-context prefix (half of the examples): known latents, excluded from the loss.
-        prefix = torch.zeros(len(batch), dtype=torch.long)
-        if train:
-            use = torch.rand(len(batch), generator=self.generator) < 0.5
-            prefix = torch.where(use, (torch.rand(len(batch), generator=self.generator) * 0.3 * num_latents).long(), prefix)
-        in_prefix = torch.arange(num_latents)[None] < prefix[:, None]
-        incontext = torch.where(in_prefix[..., None], target, torch.zeros_like(target))
-        dit_input = torch.cat([noisy, incontext, condition], dim=2)
-        velocity = decoder.dit(dit_input, t)
-        flow_error = (velocity - (target - (1 - sigma_min) * noise)).pow(2).mean(-1)
-        flow_loss = flow_error[~in_prefix].mean()
+        flow_loss = self.flow_matching_loss(batch, reconstruction.quantized, num_reconstruction, train)
 
         vq_loss = reasoning.loss + reconstruction.loss if reasoning.loss is not None else torch.zeros(())
         loss = flow_loss + args.text_loss_weight * text_loss + args.vq_loss_weight * vq_loss
@@ -435,18 +472,22 @@ class CodecTrainer:
         self.initialized = True
 
     def step(self, batch: list[CorpusItem]) -> dict:
-        self.codec.train()
-        self.codec.decoder.sq_codec.eval()
-        self.aligner.train()
-        if not self.initialized:
-            self.initialize_codebooks(batch)
+        if self.args.decoder_only:
+            self.codec.eval()
+            self.codec.decoder.dit.train()
+        else:
+            self.codec.train()
+            self.codec.decoder.sq_codec.eval()
+            self.aligner.train()
+            if not self.initialized:
+                self.initialize_codebooks(batch)
         output = self.forward(batch)
         self.optimizer.zero_grad(set_to_none=True)
         output["loss"].backward()
         torch.nn.utils.clip_grad_norm_(self.parameters, 1.0)
         self.optimizer.step()
         self.scheduler.step()
-        output["loss"] = float(output["loss"])
+        output["loss"] = output["loss"].item()
         return output
 
     def reseed_dead_codes(self) -> dict:
@@ -465,7 +506,7 @@ class CodecTrainer:
         totals, count = {}, 0
         for batch in length_bucketed_batches(items, batch_size, random.Random(0)):
             output = self.forward(batch, train=False)
-            output["loss"] = float(output["loss"])
+            output["loss"] = output["loss"].item()
             for key, value in output.items():
                 totals[key] = totals.get(key, 0.0) + value * len(batch)
             count += len(batch)
@@ -493,7 +534,7 @@ def train_codec(
         output = trainer.step(batches.pop())
         for key, value in output.items():
             running[key] = value if key not in running else 0.95 * running[key] + 0.05 * value
-        if (step + 1) % args.reseed_every == 0 and step + 1 < args.steps:
+        if not args.decoder_only and (step + 1) % args.reseed_every == 0 and step + 1 < args.steps:
             perplexities = trainer.reseed_dead_codes()
             if log is not None:
                 log({"stage": "codec", "step": step + 1, "codebook_perplexity": perplexities})
