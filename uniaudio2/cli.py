@@ -14,7 +14,7 @@
 """
 Command line interface (`uniaudio2 <command>`, also `python -m uniaudio2.cli <command>`).
 
-    uniaudio2 demo                                   the whole chain on the embedded tiny default
+    uniaudio2 demo                                   the trained tiny default on held-out examples
     uniaudio2 transcribe AUDIO... --model DIR        audio → text (also: caption, ask --question)
     uniaudio2 speak TEXT --model DIR -o out.wav      text → speech (generate --task TTA|TTM for sound/music)
     uniaudio2 encode AUDIO --model DIR -o codes.safetensors
@@ -32,6 +32,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_WAV = REPO_ROOT / "examples" / "hello.wav"
+DEFAULT_MODEL_DIR = REPO_ROOT / "pretrained" / "tiny-uniaudio2"
+HELDOUT_DIR = REPO_ROOT / "examples" / "heldout"
 
 
 class CLIError(Exception):
@@ -68,39 +70,104 @@ def _load_model_dir(model_dir: str):
 
 
 # ------------------------------------------------------------------------------------------------------ commands
+def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
+    """Corpus WER: word-level edit distance summed over the pairs, divided by the number of reference words."""
+    errors = words = 0
+    for reference, hypothesis in zip(references, hypotheses):
+        ref, hyp = _normalize_text(reference).split(), _normalize_text(hypothesis).split()
+        row = list(range(len(hyp) + 1))
+        for i, ref_word in enumerate(ref, 1):
+            previous, row[0] = row[0], i
+            for j, hyp_word in enumerate(hyp, 1):
+                previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (ref_word != hyp_word))
+        errors += row[-1]
+        words += len(ref)
+    return errors / max(words, 1)
+
+
+def _normalize_text(text: str) -> str:
+    return " ".join("".join(c if c.isalnum() or c == "'" else " " for c in text.lower()).split())
+
+
+def _read_heldout(heldout_dir: Path) -> list[dict]:
+    import json
+
+    manifest = heldout_dir / "heldout.jsonl"
+    if not manifest.is_file():
+        raise CLIError(f"no held-out manifest at {manifest}")
+    with open(manifest) as file:
+        return [json.loads(line) for line in file if line.strip()]
+
+
 def run_demo(args) -> int:
-    """Tiny default: build from a seed, reload with the Auto classes offline, transcribe a wav, speak a sentence."""
+    """
+    The trained tiny default: load it with the Auto classes offline, transcribe held-out wavs with
+    `pipeline("audio-to-text")` (WER), speak held-out sentences to wav files with `pipeline("text-to-audio")`.
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM, AutoProcessor, pipeline
 
-    from .tiny_default import build_tiny_default
+    from .feature_extraction_uniaudio2 import read_audio_file
 
     output_dir = Path(args.output_dir)
-    print("UniAudio 2.0 demo on the embedded tiny default. Its weights are RANDOM (untrained): the text and audio it")
-    print("produces are meaningless; the demo shows the chain works end to end.")
-    start = time.perf_counter()
-    model_dir = build_tiny_default(output_dir / "tiny-uniaudio2", seed=args.seed)
-    print(f"[1/4] built and saved the tiny default to {model_dir} ({time.perf_counter() - start:.1f}s)")
+    total = time.perf_counter()
+    if args.untrained:
+        from .tiny_default import build_tiny_default
+
+        model_dir = build_tiny_default(output_dir / "tiny-uniaudio2-random", seed=args.seed)
+        print(f"UniAudio 2.0 demo on an UNTRAINED tiny bundle built from seed {args.seed} in {model_dir}: its outputs "
+              "are meaningless, this only shows the chain works.")
+    else:
+        model_dir = Path(args.model)
+        if not (model_dir / "config.json").is_file():
+            raise CLIError(
+                f"no trained model at {model_dir}. Rebuild it with `python recipes/train_tiny_default.py "
+                f"--output_dir {model_dir}` (about an hour on 2 CPU cores), or run `uniaudio2 demo --untrained`."
+            )
+        print(f"UniAudio 2.0 demo on the trained tiny default {model_dir} (model card: {model_dir / 'README.md'})")
+    examples = _read_heldout(Path(args.heldout_dir))
+    speech = [row for row in examples if row.get("kind", "speech") == "speech"][: args.num_examples]
 
     start = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True)
     processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
-    print(f"[2/4] reloaded {type(model).__name__} + {type(processor).__name__} with the Auto classes, offline "
-          f"({time.perf_counter() - start:.1f}s)")
+    parameters = sum(p.numel() for p in model.parameters()) + sum(
+        p.numel() for p in processor.feature_extractor.codec.parameters()
+    )
+    print(f"[1/3] loaded {type(model).__name__} + {type(processor).__name__} (with the ReasoningCodec) through the Auto "
+          f"classes, offline: {parameters / 1e6:.1f}M parameters ({time.perf_counter() - start:.1f}s)")
 
     start = time.perf_counter()
     asr = pipeline("audio-to-text", model=str(model_dir), trust_remote_code=True)
-    text = asr(str(args.audio), max_new_tokens=args.max_new_tokens)["text"]
-    print(f"[3/4] pipeline('audio-to-text') on {args.audio}: {text!r} ({time.perf_counter() - start:.1f}s)")
+    references, hypotheses, audio_seconds = [], [], 0.0
+    for row in speech:
+        waveform, rate = read_audio_file(Path(args.heldout_dir) / row["audio"])
+        audio_seconds += len(waveform) / rate
+        hypothesis = asr({"array": waveform, "sampling_rate": rate}, task="ASR", max_new_tokens=args.max_new_tokens)["text"]
+        references.append(row["text"])
+        hypotheses.append(hypothesis.strip())
+        print(f"      {row['audio']}: {hypothesis.strip()!r}  (reference: {row['text']!r})")
+    elapsed = time.perf_counter() - start
+    wer = word_error_rate(references, hypotheses)
+    print(f"[2/3] pipeline('audio-to-text') on {len(speech)} held-out clips ({audio_seconds:.1f}s of audio): "
+          f"WER {100 * wer:.1f}% ({elapsed:.1f}s, real-time factor {elapsed / max(audio_seconds, 1e-9):.2f})")
 
     start = time.perf_counter()
     tts = pipeline("text-to-audio", model=str(model_dir), trust_remote_code=True)
-    speech = tts(args.text, max_new_frames=args.max_new_frames, seed=args.seed)
-    wav_path = output_dir / "speech.wav"
-    _write_wav(wav_path, speech["audio"], speech["sampling_rate"])
-    seconds = len(speech["audio"]) / speech["sampling_rate"]
-    print(f"[4/4] pipeline('text-to-audio') for {args.text!r}: {seconds:.2f}s of audio at {speech['sampling_rate']} Hz "
-          f"written to {wav_path} ({time.perf_counter() - start:.1f}s)")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    generated_seconds = 0.0
+    for index, row in enumerate(speech[: args.num_speak]):
+        result = tts(row["text"], seed=args.seed + index)
+        wav_path = output_dir / f"speech_{index}.wav"
+        _write_wav(wav_path, result["audio"], result["sampling_rate"])
+        seconds = len(result["audio"]) / result["sampling_rate"]
+        generated_seconds += seconds
+        print(f"      {row['text']!r} -> {wav_path} ({seconds:.2f}s)")
+    elapsed = time.perf_counter() - start
+    print(f"[3/3] pipeline('text-to-audio') spoke {min(len(speech), args.num_speak)} held-out sentences: "
+          f"{generated_seconds:.1f}s of 24 kHz audio in {elapsed:.1f}s (real-time factor "
+          f"{elapsed / max(generated_seconds, 1e-9):.2f}). Judge them with benchmarks/quality_tiny.py.")
+    print(f"done in {time.perf_counter() - total:.1f}s")
     return 0
 
 
@@ -209,13 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uniaudio2", description="UniAudio 2.0 for Hugging Face Transformers.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="run the whole chain on the embedded tiny default (untrained)")
+    demo = commands.add_parser("demo", help="the trained tiny default: transcribe and speak held-out examples")
+    demo.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="trained bundle (default: the shipped tiny one)")
+    demo.add_argument("--heldout_dir", default=str(HELDOUT_DIR), help="directory with heldout.jsonl and its wavs")
     demo.add_argument("--output_dir", default="outputs/demo")
-    demo.add_argument("--audio", default=str(EXAMPLE_WAV), help="wav to transcribe")
-    demo.add_argument("--text", default="hello world")
+    demo.add_argument("--num_examples", type=int, default=8, help="held-out clips to transcribe")
+    demo.add_argument("--num_speak", type=int, default=3, help="held-out sentences to speak")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--max_new_tokens", type=int, default=16)
-    demo.add_argument("--max_new_frames", type=int, default=40)
+    demo.add_argument("--max_new_tokens", type=int, default=40)
+    demo.add_argument("--untrained", action="store_true", help="use a random-weight tiny bundle built from --seed")
     demo.set_defaults(func=run_demo)
 
     for name, help_text in (("transcribe", "speech → text (ASR)"), ("caption", "audio → caption"),

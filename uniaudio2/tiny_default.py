@@ -12,14 +12,15 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """
-The embedded tiny default: a complete UniAudio 2.0 bundle (language model, ReasoningCodec, tokenizer, processor,
-pipelines) with tiny shapes, built deterministically from a seed and saved like a converted checkpoint.
+Tiny UniAudio 2.0 bundles (language model, ReasoningCodec, tokenizer, processor, pipelines).
 
-Its weights are random (untrained): it exercises the whole chain, its outputs carry no meaning.
+* `build_tiny_default`: an *untrained* bundle with random weights, built deterministically from a seed in seconds.
+  The tests use it to exercise the whole chain; its outputs carry no meaning.
+* The geometry of the *trained* tiny default shipped in `pretrained/tiny-uniaudio2` (`small_codec_config`,
+  `SMALL_LM_GEOMETRY`), which `recipes/train_tiny_default.py` trains on a synthesized corpus.
 """
 
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -29,6 +30,7 @@ from .feature_extraction_uniaudio2 import UniAudio2FeatureExtractor
 from .modeling_uniaudio2 import UniAudio2ForConditionalGeneration
 from .processing_uniaudio2 import UniAudio2Processor, default_audio_special_ids
 from .tasks_uniaudio2 import tag_names
+from .utils_uniaudio2 import atomic_directory
 
 
 SPECIAL_TOKENS = [
@@ -47,8 +49,11 @@ _CORPUS = [
 ]
 
 
-def build_tiny_tokenizer(vocab_size: int = 400):
-    """A byte-level BPE tokenizer trained on a few embedded sentences, with the UniAudio 2.0 special tokens."""
+def build_tiny_tokenizer(vocab_size: int = 400, corpus=None):
+    """
+    A byte-level BPE tokenizer with the UniAudio 2.0 special tokens, trained on `corpus` (an iterable of strings;
+    defaults to a few embedded sentences).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -58,7 +63,7 @@ def build_tiny_tokenizer(vocab_size: int = 400):
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
-    tokenizer.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tokenizer.train_from_iterator(list(corpus) if corpus is not None else _CORPUS * 4, trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token="<|begin_of_text|>",
@@ -99,6 +104,48 @@ def tiny_codec_config():
     )
 
 
+def small_codec_config():
+    """
+    The geometry of the *trained* tiny default codec (`recipes/train_tiny_default.py`): 4 s encoder windows, 256-entry
+    codebooks (reasoning 5 Hz x 8, reconstruction 12.5 Hz x 8 = 800 bit/s), 32-d SQ latents, a 4-layer DiT.
+    """
+    from .configuration_reasoning_codec import ReasoningCodecConfig
+
+    chunk_seconds = 4
+    return ReasoningCodecConfig(
+        whisper_config={
+            "d_model": 64, "encoder_layers": 2, "encoder_attention_heads": 4, "encoder_ffn_dim": 128, "decoder_layers": 1,
+            "decoder_attention_heads": 4, "decoder_ffn_dim": 128, "vocab_size": 8, "max_target_positions": 8,
+            "max_source_positions": chunk_seconds * 50, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
+            "decoder_start_token_id": 1,
+        },
+        wavlm_config={
+            "hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 128,
+            "conv_dim": [32] * 7, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4, "num_buckets": 32,
+            "max_bucket_distance": 128,
+        },
+        music_ssl_config={
+            "hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 128, "conv_dim": 16,
+            "conv_depthwise_kernel_size": 7, "acoustic_layer": 1, "semantic_layer": 3,
+        },
+        reasoning_config={
+            "hidden_size": 128, "num_hidden_layers": 2, "head_dim": 32, "rotary_dim": 16, "codebook_size": 256,
+            "codebook_dim": 16,
+        },
+        reconstruction_config={
+            "hidden_size": 128, "codebook_size": 256, "codebook_dim": 16, "wavlm_layer_start": 1, "wavlm_layer_end": 4,
+        },
+        decoder_config={
+            "hidden_size": 128, "latent_dim": 32, "dit_num_hidden_layers": 4, "dit_num_attention_heads": 4,
+            "dit_attention_head_dim": 32, "dit_timestep_embedding_dim": 128, "sq_init_channel": 6,
+            "num_inference_steps": 10, "guidance_scale": 1.5,
+        },
+        whisper_chunk_length=chunk_seconds,
+        encode_window_samples=chunk_seconds * 24000 + 240,
+        encode_batch_size=16,
+    )
+
+
 def build_tiny_codec(seed: int = 0):
     from .modeling_reasoning_codec import ReasoningCodecModel
 
@@ -106,70 +153,93 @@ def build_tiny_codec(seed: int = 0):
     return ReasoningCodecModel(tiny_codec_config()).eval()
 
 
-def build_tiny_lm(tokenizer, codec_config, seed: int = 0) -> UniAudio2ForConditionalGeneration:
+TINY_LM_GEOMETRY = dict(
+    hidden_size=64, intermediate_size=128, num_understanding_layers=1, num_backbone_layers=2, num_generation_layers=1,
+    num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+    depth_decoder_config=dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8
+    ),
+)
+"""Geometry of the untrained tiny LM used by the tests."""
+
+SMALL_LM_GEOMETRY = dict(
+    hidden_size=256, intermediate_size=768, num_understanding_layers=1, num_backbone_layers=4, num_generation_layers=1,
+    num_attention_heads=8, num_key_value_heads=2, head_dim=32,
+    depth_decoder_config=dict(
+        hidden_size=128, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=32,
+    ),
+)
+"""Geometry of the trained tiny default LM (`recipes/train_tiny_default.py`)."""
+
+
+def tiny_lm_config(tokenizer, codec_config, **geometry) -> UniAudio2Config:
+    """A `UniAudio2Config` whose vocabulary and audio ids fit `tokenizer` and the codec (default: `TINY_LM_GEOMETRY`)."""
     audio_ids = default_audio_special_ids(
         codec_config.reasoning_config.codebook_size, codec_config.reconstruction_config.codebook_size
     )
-    config = UniAudio2Config(
+    pad_token_id = tokenizer.convert_tokens_to_ids("<text_pad_token>")
+    return UniAudio2Config(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_understanding_layers=1,
-        num_backbone_layers=2,
-        num_generation_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
         bos_token_id=tokenizer.convert_tokens_to_ids("<|begin_of_text|>"),
         eos_token_id=tokenizer.convert_tokens_to_ids("<|end_of_text|>"),
-        pad_token_id=tokenizer.convert_tokens_to_ids("<text_pad_token>"),
-        text_pad_token_id=tokenizer.convert_tokens_to_ids("<text_pad_token>"),
-        depth_decoder_config=dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-            head_dim=8,
-        ),
-        **{key: value for key, value in audio_ids.items()},
+        pad_token_id=pad_token_id,
+        text_pad_token_id=pad_token_id,
+        **{**TINY_LM_GEOMETRY, **geometry},
+        **audio_ids,
     )
-    torch.manual_seed(seed)
-    model = UniAudio2ForConditionalGeneration(config).eval()
+
+
+def set_generation_defaults(model: UniAudio2ForConditionalGeneration, max_new_tokens: int = 32, max_new_frames: int = 64):
+    """Generation defaults of the tiny bundles: greedy text, sampled audio (temperature 0.9, top-k 50)."""
     generation_config = model.generation_config
     generation_config.do_sample = False
-    generation_config.max_new_tokens = 32
-    generation_config.eos_token_id = config.eos_token_id
-    generation_config.pad_token_id = config.pad_token_id
-    generation_config.max_new_frames = 64
+    generation_config.max_new_tokens = max_new_tokens
+    generation_config.eos_token_id = model.config.eos_token_id
+    generation_config.pad_token_id = model.config.pad_token_id
+    generation_config.max_new_frames = max_new_frames
     generation_config.audio_do_sample = True
     generation_config.audio_temperature = 0.9
     generation_config.audio_top_k = 50
     return model
 
 
+def build_tiny_lm(tokenizer, codec_config, seed: int = 0) -> UniAudio2ForConditionalGeneration:
+    config = tiny_lm_config(tokenizer, codec_config)
+    torch.manual_seed(seed)
+    return set_generation_defaults(UniAudio2ForConditionalGeneration(config).eval())
+
+
+def build_processor(tokenizer, codec, model_config) -> UniAudio2Processor:
+    """The processor of a bundle: `tokenizer`, a feature extractor owning `codec`, the model's audio special ids."""
+    feature_extractor = UniAudio2FeatureExtractor(sampling_rate=codec.config.sampling_rate)
+    feature_extractor.set_codec(codec)
+    return UniAudio2Processor(
+        feature_extractor, tokenizer, audio_special_ids={key: getattr(model_config, key) for key in default_audio_special_ids()}
+    )
+
+
+def save_bundle(model, processor, output_dir, card: str | Path | None = None) -> Path:
+    """Save model + processor (+ `card` as README.md) to `output_dir`: written to a temporary directory, then moved."""
+    with atomic_directory(output_dir) as tmp_dir:
+        model.save_pretrained(tmp_dir)
+        processor.save_pretrained(tmp_dir)
+        if card is not None and Path(card).is_file():
+            shutil.copy(card, tmp_dir / "README.md")
+    return Path(output_dir)
+
+
 def build_tiny_default(output_dir, seed: int = 0) -> Path:
-    """Build and save the tiny default bundle to `output_dir` (written to a temporary directory, then moved)."""
-    output_dir = Path(output_dir)
+    """Build and save the untrained tiny bundle (random weights, used by the tests) to `output_dir`."""
     tokenizer = build_tiny_tokenizer()
     codec = build_tiny_codec(seed)
     model = build_tiny_lm(tokenizer, codec.config, seed)
-    feature_extractor = UniAudio2FeatureExtractor(sampling_rate=codec.config.sampling_rate)
-    feature_extractor.set_codec(codec)
-    processor = UniAudio2Processor(
-        feature_extractor, tokenizer, audio_special_ids={key: getattr(model.config, key) for key in default_audio_special_ids()}
-    )
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=".tiny-uniaudio2-", dir=output_dir.parent))
-    try:
-        model.save_pretrained(tmp_dir)
-        processor.save_pretrained(tmp_dir)
-        card = Path(__file__).resolve().parents[1] / "model_cards" / "tiny-uniaudio2.md"
-        if card.is_file():
-            shutil.copy(card, tmp_dir / "README.md")
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        tmp_dir.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
-    return output_dir
+    card = Path(__file__).resolve().parents[1] / "model_cards" / "tiny-uniaudio2-random.md"
+    return save_bundle(model, build_processor(tokenizer, codec, model.config), output_dir, card)
 
 
-__all__ = ["build_tiny_default", "build_tiny_tokenizer", "build_tiny_codec", "build_tiny_lm", "tiny_codec_config"]
+__all__ = [
+    "SMALL_LM_GEOMETRY", "TINY_LM_GEOMETRY", "build_processor", "build_tiny_codec", "build_tiny_default", "build_tiny_lm",
+    "build_tiny_tokenizer", "save_bundle", "set_generation_defaults", "small_codec_config", "tiny_codec_config",
+    "tiny_lm_config",
+]

@@ -1,0 +1,227 @@
+# Copyright 2026 The uniaudio2 contributors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+Rebuild the trained tiny default model (`pretrained/tiny-uniaudio2`) from nothing, on CPU, in one command:
+
+    python recipes/train_tiny_default.py --work_dir outputs/tiny_run --output_dir pretrained/tiny-uniaudio2
+
+1. corpus: `recipes/make_tiny_corpus.py` (espeak-ng + flite speech, sox sounds; seed 0; disjoint sentence splits);
+2. tokenizer: byte-level BPE trained on the training split's text, with the UniAudio 2.0 special tokens;
+3. ReasoningCodec: `recipes/train_reasoning_codec.py` (SQ-codec, then tokenizer branches + flow decoder + text
+   alignment);
+4. the corpus encoded once into reasoning / reconstruction codes → example rows for ASR, TTS, audio captioning and
+   text-to-audio (`<work_dir>/rows/{train,validation}.parquet`), grouped by voice (stage 4 chains rows of one voice,
+   or of the sounds, into auditory sentences);
+5. the LM, with the four-stage recipe (`uniaudio2.training_uniaudio2.train_main`, one `Trainer` run per stage);
+6. the bundle (model + processor with the codec + tokenizer + card) saved to `--output_dir`.
+
+Every step writes its result under `--work_dir` and is skipped when that result exists, so an interrupted run
+resumes. Step sizes are flags; the defaults are the run documented in `model_cards/tiny-uniaudio2.md`.
+"""
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "recipes"))
+
+STAGE_TASKS = {
+    1: ["ASR", "audio_caption"],
+    2: ["TTS", "TTA"],
+    3: ["ASR", "audio_caption", "TTS", "TTA"],
+    4: ["ASR", "audio_caption", "TTS", "TTA"],
+}
+
+
+def encode_corpus(codec, corpus_dir: Path, split: str, output: Path, batch_size: int = 16) -> int:
+    """Encode every clip of a split and write the example rows of all tasks (atomically). Returns the row count."""
+    import datasets
+    from tqdm.auto import tqdm
+
+    from uniaudio2.training_reasoning_codec import load_corpus
+
+    items = load_corpus(corpus_dir, split, codec.config.sampling_rate)
+    rows = []
+    for start in tqdm(range(0, len(items), batch_size), desc=f"Encoding {split}"):
+        batch = items[start : start + batch_size]
+        length = max(len(item.waveform) for item in batch)
+        audio = torch.zeros(len(batch), 1, length)
+        mask = torch.zeros(len(batch), length, dtype=torch.long)
+        for row, item in enumerate(batch):
+            audio[row, 0, : len(item.waveform)] = torch.from_numpy(item.waveform)
+            mask[row, : len(item.waveform)] = 1
+        codes = codec.encode(audio, padding_mask=mask)
+        for row, item in enumerate(batch):
+            reasoning = codes.reasoning_codes[row][:, codes.reasoning_padding_mask[row]].tolist()
+            reconstruction = codes.reconstruction_codes[row][:, codes.reconstruction_padding_mask[row]].tolist()
+            speech = item.kind == "speech"
+            for task in ("ASR", "TTS") if speech else ("audio_caption", "TTA"):
+                # Every row has every column (None where unused): `datasets` infers one schema for the file.
+                rows.append({"task": task, "id": item.id, "transcription_seq": item.text if speech else None,
+                             "caption_seq": None if speech else item.text, "reason_seq": reasoning,
+                             "semantic_seq": reconstruction, "group": item.voice})
+    # Parquet keeps one explicit schema (a JSON-lines file would be typed chunk by chunk, and a chunk of speech rows
+    # types `caption_seq` as null).
+    tmp = output.with_suffix(".tmp")
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp))
+    tmp.rename(output)
+    return len(rows)
+
+
+def run_stage(stage: int, work_dir: Path, init: list[str], args, log) -> Path:
+    """One stage of the four-stage recipe with `Trainer`; returns its output directory."""
+    from uniaudio2.training_uniaudio2 import train_main
+
+    output_dir = work_dir / f"stage{stage}"
+    if (output_dir / "config.json").is_file():
+        return output_dir
+    steps = {1: args.stage1_steps, 2: args.stage2_steps, 3: args.stage3_steps, 4: args.stage4_steps}[stage]
+    learning_rate = args.stage4_learning_rate if stage == 4 else args.learning_rate
+    argv = [
+        *init,
+        "--stage", str(stage),
+        "--dataset", str(work_dir / "rows" / "train.parquet"),
+        "--eval_dataset", str(work_dir / "rows" / "validation.parquet"),
+        "--processor", str(work_dir / "processor"),
+        "--trust_remote_code",
+        "--tasks", *STAGE_TASKS[stage],
+        "--max_length", str(args.max_length),
+        "--output_dir", str(output_dir),
+        "--max_steps", str(steps),
+        "--per_device_train_batch_size", str(args.batch_size),
+        "--per_device_eval_batch_size", str(args.batch_size),
+        "--learning_rate", str(learning_rate),
+        "--lr_scheduler_type", "cosine",
+        "--warmup_steps", str(min(100, steps // 10)),
+        "--weight_decay", "0.01",
+        "--max_grad_norm", "1.0",
+        "--logging_steps", "50",
+        "--save_strategy", "no",
+        "--report_to", "none",
+        "--seed", str(args.seed),
+        "--dataloader_num_workers", "0",
+        "--use_cpu",
+    ]
+    if stage == 4:
+        argv += ["--min_segments", "2", "--max_segments", "4"]
+    start = time.perf_counter()
+    train_main(argv)
+    metrics = {}
+    for name in ("train_results.json", "eval_results.json"):
+        if (output_dir / name).is_file():
+            metrics.update(json.loads((output_dir / name).read_text()))
+    log({"step": f"stage{stage}", "steps": steps, "minutes": round((time.perf_counter() - start) / 60, 2), **metrics})
+    return output_dir
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work_dir", default="outputs/tiny_run")
+    parser.add_argument("--output_dir", default="pretrained/tiny-uniaudio2")
+    parser.add_argument("--corpus", default=None, help="existing corpus directory (default: <work_dir>/corpus)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--num_train", type=int, default=4000, help="training sentences of the corpus")
+    parser.add_argument("--num_sounds", type=int, default=800)
+    parser.add_argument("--codec_sq_steps", type=int, default=1000)
+    parser.add_argument("--codec_steps", type=int, default=1800)
+    parser.add_argument("--stage1_steps", type=int, default=300)
+    parser.add_argument("--stage2_steps", type=int, default=300)
+    parser.add_argument("--stage3_steps", type=int, default=1500)
+    parser.add_argument("--stage4_steps", type=int, default=200)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--stage4_learning_rate", type=float, default=3e-4)
+    parser.add_argument("--max_length", type=int, default=512)
+    parser.add_argument("--codec_config", default=None, help="ReasoningCodecConfig json (default: small_codec_config)")
+    parser.add_argument("--lm_geometry", default=None, help="json of UniAudio2Config shape fields (default: SMALL_LM_GEOMETRY)")
+    parser.add_argument("--card", default=str(REPO / "model_cards" / "tiny-uniaudio2.md"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from make_tiny_corpus import make_corpus
+    from train_reasoning_codec import corpus_tokenizer
+    from uniaudio2.configuration_reasoning_codec import ReasoningCodecConfig
+    from uniaudio2.modeling_reasoning_codec import ReasoningCodecModel
+    from uniaudio2.modeling_uniaudio2 import UniAudio2ForConditionalGeneration
+    from uniaudio2.tiny_default import (
+        SMALL_LM_GEOMETRY, build_processor, save_bundle, set_generation_defaults, small_codec_config, tiny_lm_config,
+    )
+    from uniaudio2.training_reasoning_codec import CodecTrainingArguments, run_codec_training
+
+    work_dir = Path(args.work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log_path = work_dir / "run_log.jsonl"
+
+    def log(record):
+        print(json.dumps(record), flush=True)
+        with open(log_path, "a") as file:
+            file.write(json.dumps(record) + "\n")
+
+    corpus = Path(args.corpus) if args.corpus else work_dir / "corpus"
+    if not (corpus / "corpus_info.json").is_file():
+        start = time.perf_counter()
+        make_corpus(corpus, seed=args.seed, num_train=args.num_train, num_sounds=args.num_sounds)
+        log({"step": "corpus", "minutes": round((time.perf_counter() - start) / 60, 2)})
+    tokenizer = corpus_tokenizer(corpus, work_dir / "tokenizer")
+
+    codec_dir = work_dir / "codec"
+    if not (codec_dir / "config.json").is_file():
+        torch.manual_seed(args.seed)
+        codec_config = ReasoningCodecConfig.from_json_file(args.codec_config) if args.codec_config else small_codec_config()
+        codec = ReasoningCodecModel(codec_config)
+        codec_args = CodecTrainingArguments(sq_steps=args.codec_sq_steps, steps=args.codec_steps, seed=args.seed)
+        summary = run_codec_training(codec, tokenizer, corpus, codec_dir, codec_args)
+        log({"step": "codec", **{k: v for k, v in summary.items() if k != "arguments"}})
+    codec = ReasoningCodecModel.from_pretrained(str(codec_dir)).eval()
+
+    geometry = json.loads(Path(args.lm_geometry).read_text()) if args.lm_geometry else SMALL_LM_GEOMETRY
+    config = tiny_lm_config(tokenizer, codec.config, **geometry)
+    processor = build_processor(tokenizer, codec, config)
+    if not (work_dir / "processor" / "processor_config.json").is_file():
+        processor.save_pretrained(str(work_dir / "processor"))
+    (work_dir / "rows").mkdir(exist_ok=True)
+    for split in ("train", "validation"):
+        path = work_dir / "rows" / f"{split}.parquet"
+        if not path.is_file():
+            start = time.perf_counter()
+            count = encode_corpus(codec, corpus, split, path)
+            log({"step": f"encode_{split}", "rows": count, "minutes": round((time.perf_counter() - start) / 60, 2)})
+    config_path = work_dir / "lm_config.json"
+    if not config_path.is_file():
+        config.to_json_file(str(config_path))
+
+    previous = None
+    for stage in (1, 2, 3, 4):
+        init = ["--model_name_or_path", str(previous)] if previous else ["--config_name", str(config_path)]
+        previous = run_stage(stage, work_dir, init, args, log)
+
+    model = UniAudio2ForConditionalGeneration.from_pretrained(str(previous)).eval()
+    set_generation_defaults(model, max_new_tokens=40, max_new_frames=120)
+    save_bundle(model, processor, args.output_dir, args.card)
+    shutil.copy(log_path, Path(args.output_dir) / "training_log.jsonl")
+    log({"step": "bundle", "output_dir": args.output_dir,
+         "megabytes": round(sum(f.stat().st_size for f in Path(args.output_dir).rglob("*") if f.is_file()) / 2**20, 1)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""
+The recipes behind the trained tiny default: corpus synthesis, ReasoningCodec training, the one-command rebuild (a
+few steps each), and the shipped model itself.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import REPO_ROOT
+
+
+sys.path.insert(0, str(REPO_ROOT / "recipes"))
+
+from make_tiny_corpus import make_corpus, plan_corpus  # noqa: E402
+
+from uniaudio2.configuration_reasoning_codec import ReasoningCodecConfig  # noqa: E402
+from uniaudio2.modeling_reasoning_codec import ReasoningCodecModel, ReasoningCodecResidualVectorQuantizer  # noqa: E402
+from uniaudio2.tiny_default import build_tiny_tokenizer, tiny_codec_config  # noqa: E402
+from uniaudio2.training_reasoning_codec import (  # noqa: E402
+    CodecTrainingArguments,
+    load_corpus,
+    reseed_codebooks,
+    run_codec_training,
+    train_sq_codec,
+)
+
+
+SHIPPED_MODEL = REPO_ROOT / "pretrained" / "tiny-uniaudio2"
+HELDOUT_DIR = REPO_ROOT / "examples" / "heldout"
+VOICES = ["espeak-ng:en-us", "flite:slt"]
+MAX_HELDOUT_WER = 1.0  # set from the shipped run, see the model card
+
+
+def fast_codec_config() -> ReasoningCodecConfig:
+    """The test codec with 2 s encoder windows (the default 30 s Whisper window is needlessly slow here)."""
+    config = tiny_codec_config().to_dict()
+    config["whisper_config"]["max_source_positions"] = 100
+    config.update(whisper_chunk_length=2, encode_window_samples=2 * 24000 + 240)
+    return ReasoningCodecConfig(**{k: v for k, v in config.items() if k not in ("transformers_version", "model_type")})
+
+
+def write_synthetic_corpus(directory: Path, num_train: int = 8, num_validation: int = 2) -> Path:
+    """A corpus in the make_tiny_corpus layout, with tones instead of synthesized speech (no engine needed)."""
+    rng = np.random.default_rng(0)
+    words = ["low", "high", "tone", "beep", "soft", "loud"]
+    (directory / "wavs").mkdir(parents=True)
+    for split, count in (("train", num_train), ("validation", num_validation), ("test", num_validation)):
+        with open(directory / f"{split}.jsonl", "w") as file:
+            for index in range(count):
+                seconds = 0.9 + 0.3 * (index % 3)
+                t = np.arange(int(seconds * 24000)) / 24000
+                audio = 0.3 * np.sin(2 * np.pi * rng.uniform(150, 900) * t) + 0.01 * rng.standard_normal(t.shape)
+                name = f"{split}-{index}.wav"
+                sf.write(str(directory / "wavs" / name), audio.astype(np.float32), 24000, subtype="PCM_16")
+                text = " ".join(rng.choice(words, 3))
+                kind = "speech" if index % 2 == 0 else "sound"
+                file.write(json.dumps({"id": f"{split}-{index}", "split": split, "kind": kind,
+                                       "audio": f"wavs/{name}", "text": text, "voice": "synthetic"}) + "\n")
+    (directory / "corpus_info.json").write_text("{}")
+    return directory
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Corpus
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_corpus_plan_is_reproducible_and_splits_share_no_sentence():
+    first = plan_corpus(0, 300, 30, 30, 40, VOICES)
+    assert first == plan_corpus(0, 300, 30, 30, 40, VOICES)
+    assert first != plan_corpus(1, 300, 30, 30, 40, VOICES)
+    sentences = {split: {row["text"] for row in first if row["split"] == split and row["kind"] == "speech"}
+                 for split in ("train", "validation", "test")}
+    assert [len(sentences[s]) for s in ("train", "validation", "test")] == [300, 30, 30]
+    assert not sentences["train"] & sentences["test"]
+    assert not sentences["train"] & sentences["validation"]
+    assert not sentences["validation"] & sentences["test"]
+    assert {row["voice"] for row in first if row["kind"] == "speech"} == set(VOICES)
+    assert sum(row["kind"] == "sound" for row in first) == 40
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="needs espeak-ng and sox")
+def test_make_corpus_renders_24khz_clips_atomically(tmp_path):
+    corpus = make_corpus(tmp_path / "corpus", seed=3, num_train=6, num_validation=2, num_test=2, num_sounds=10,
+                         use_flite=False, show_progress=False)
+    rows = [json.loads(line) for split in ("train", "validation", "test") for line in open(corpus / f"{split}.jsonl")]
+    assert len(rows) == 20
+    for row in rows:
+        info = sf.info(str(corpus / row["audio"]))
+        assert info.samplerate == 24000 and info.channels == 1 and info.frames > 2400
+    again = make_corpus(tmp_path / "again", seed=3, num_train=6, num_validation=2, num_test=2, num_sounds=10,
+                        use_flite=False, show_progress=False)
+    assert (again / "test.jsonl").read_text() == (corpus / "test.jsonl").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "corpus"]  # no temporary directory left
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ReasoningCodec training
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_rvq_training_mode_keeps_codes_and_passes_gradients():
+    quantizer = ReasoningCodecResidualVectorQuantizer(16, 32, 4, 3)
+    hidden = torch.randn(2, 7, 16, requires_grad=True)
+    reseed_codebooks(quantizer, hidden.detach(), generator=torch.Generator().manual_seed(0))
+    quantizer.eval()
+    reference = quantizer(hidden)
+    assert reference.loss is None
+    quantizer.train()
+    trained = quantizer(hidden)
+    assert torch.equal(trained.codes, reference.codes)
+    torch.testing.assert_close(trained.quantized, reference.quantized)
+    assert trained.loss > 0
+    (trained.quantized.sum() + trained.loss).backward()
+    assert hidden.grad is not None and hidden.grad.abs().sum() > 0  # straight-through estimator
+    assert all(layer.embed.grad.abs().sum() > 0 for layer in quantizer.layers)  # codebook loss
+
+
+def test_reseed_codebooks_replaces_only_unused_entries():
+    quantizer = ReasoningCodecResidualVectorQuantizer(8, 16, 4, 2)
+    before = [layer.embed.detach().clone() for layer in quantizer.layers]
+    usage = torch.ones(2, 16, dtype=torch.long)
+    usage[0, 3] = usage[1, 5] = 0
+    assert reseed_codebooks(quantizer, torch.randn(50, 8), usage=usage) == 2
+    changed = [(~torch.isclose(layer.embed, old).all(-1)).nonzero().flatten().tolist() for layer, old in zip(quantizer.layers, before)]
+    assert changed == [[3], [5]]
+
+
+def test_sq_codec_training_reduces_the_reconstruction_loss(tmp_path):
+    corpus = write_synthetic_corpus(tmp_path / "corpus")
+    torch.manual_seed(0)
+    codec = ReasoningCodecModel(fast_codec_config())
+    items = load_corpus(corpus, "train")
+    losses = []
+    args = CodecTrainingArguments(sq_steps=40, sq_batch_size=4, sq_crop_seconds=0.4, warmup_steps=2, log_every=5)
+    train_sq_codec(codec, items, args, log=lambda record: losses.append(record["loss"]))
+    assert losses[-1] < 0.85 * losses[0], losses
+
+
+def test_codec_training_run_saves_a_working_codec(tmp_path):
+    corpus = write_synthetic_corpus(tmp_path / "corpus")
+    tokenizer = build_tiny_tokenizer(vocab_size=300, corpus=["low high tone beep soft loud"] * 4)
+    torch.manual_seed(0)
+    codec = ReasoningCodecModel(fast_codec_config())
+    initial = {name: tensor.clone() for name, tensor in codec.state_dict().items()}
+    args = CodecTrainingArguments(sq_steps=3, sq_batch_size=2, steps=4, batch_size=4, warmup_steps=1, reseed_every=2,
+                                  log_every=1)
+    summary = run_codec_training(codec, tokenizer, corpus, tmp_path / "codec", args)
+    for key in ("sq_loss", "train_flow_loss", "train_text_loss", "eval_flow_loss", "eval_text_loss"):
+        assert np.isfinite(summary[key]), key
+    records = [json.loads(line) for line in open(tmp_path / "codec" / "training_log.jsonl")]
+    assert any("codebook_perplexity" in record for record in records)
+    trained = ReasoningCodecModel.from_pretrained(tmp_path / "codec").eval()
+    state = trained.state_dict()
+    for prefix in ("decoder.sq_codec.", "decoder.dit.", "reasoning_encoder.", "reconstruction_encoder.", "whisper_encoder."):
+        assert any(not torch.equal(state[n], initial[n]) for n in state if n.startswith(prefix)), prefix
+    audio, _ = sf.read(str(corpus / "wavs" / "test-0.wav"), dtype="float32")
+    codes = trained.encode(torch.from_numpy(audio)[None, None], sampling_rate=24000)
+    waveform = trained.decode(codes.reconstruction_codes, generator=torch.Generator().manual_seed(0)).audio_values
+    assert torch.isfinite(waveform).all() and waveform.shape[-1] == codes.reconstruction_codes.shape[-1] * 1920
+
+
+def test_codec_training_errors_leave_nothing_behind(tmp_path):
+    corpus = write_synthetic_corpus(tmp_path / "corpus")
+    (corpus / "validation.jsonl").unlink()
+    tokenizer = build_tiny_tokenizer(vocab_size=300, corpus=["low high tone"] * 4)
+    codec = ReasoningCodecModel(fast_codec_config())
+    with pytest.raises(FileNotFoundError, match="validation manifest"):
+        run_codec_training(codec, tokenizer, corpus, tmp_path / "out" / "codec", CodecTrainingArguments(sq_steps=1, steps=1))
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The one-command rebuild, a few steps of everything
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_train_tiny_default_runs_every_step_and_resumes(tmp_path):
+    corpus = write_synthetic_corpus(tmp_path / "corpus", num_train=8, num_validation=2)
+    codec_config = tmp_path / "codec_config.json"
+    fast_codec_config().to_json_file(str(codec_config))
+    geometry = tmp_path / "geometry.json"
+    geometry.write_text(json.dumps({"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
+                                    "num_key_value_heads": 1, "head_dim": 16}))
+    command = [
+        sys.executable, str(REPO_ROOT / "recipes" / "train_tiny_default.py"), "--work_dir", str(tmp_path / "work"),
+        "--output_dir", str(tmp_path / "bundle"), "--corpus", str(corpus), "--codec_config", str(codec_config),
+        "--lm_geometry", str(geometry), "--codec_sq_steps", "2", "--codec_steps", "2", "--stage1_steps", "2",
+        "--stage2_steps", "2", "--stage3_steps", "2", "--stage4_steps", "2", "--batch_size", "2", "--max_length", "256",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "work" / "run_log.jsonl")]
+    assert steps == ["codec", "encode_train", "encode_validation", "stage1", "stage2", "stage3", "stage4", "bundle"]
+    rows = [json.loads(line) for line in open(tmp_path / "work" / "rows" / "train.jsonl")]
+    assert {row["task"] for row in rows} == {"ASR", "TTS", "audio_caption", "TTA"}
+    assert all(len(row["reason_seq"]) == 8 and len(row["semantic_seq"]) == 8 for row in rows)
+
+    from transformers import AutoModelForCausalLM, AutoProcessor
+
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "bundle", trust_remote_code=True)
+    processor = AutoProcessor.from_pretrained(tmp_path / "bundle", trust_remote_code=True)
+    assert model.config.hidden_size == 32
+    assert processor.feature_extractor.codec.config.whisper_chunk_length == 2
+
+    # A second run finds every result and only re-saves the bundle.
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "work" / "run_log.jsonl")]
+    assert steps[-1] == "bundle" and steps.count("stage3") == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The shipped model
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not (SHIPPED_MODEL / "config.json").is_file(), reason="the trained tiny default is not in the tree")
+def test_shipped_tiny_default_transcribes_heldout_speech(tmp_path):
+    from transformers import pipeline
+
+    from uniaudio2.cli import _read_heldout, word_error_rate
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    rows = [row for row in _read_heldout(HELDOUT_DIR) if row["kind"] == "speech"]
+    asr = pipeline("audio-to-text", model=str(SHIPPED_MODEL), trust_remote_code=True)
+    hypotheses = [asr(str(HELDOUT_DIR / row["audio"]), task="ASR", max_new_tokens=40)["text"] for row in rows]
+    wer = word_error_rate([row["text"] for row in rows], hypotheses)
+    # The model card reports the WER of the full test split; these held-out clips must stay in the same range.
+    assert wer <= MAX_HELDOUT_WER, list(zip([row["text"] for row in rows], hypotheses))
+    size = sum(f.stat().st_size for f in SHIPPED_MODEL.rglob("*") if f.is_file())
+    assert size < 50 * 2**20
+
+
+def test_demo_runs_on_an_untrained_bundle_and_reports_a_missing_model(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
+    command = [sys.executable, "-m", "uniaudio2.cli", "demo", "--output_dir", str(tmp_path / "demo")]
+    result = subprocess.run([*command, "--untrained", "--num_examples", "2", "--num_speak", "1"], capture_output=True,
+                            text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "WER" in result.stdout and (tmp_path / "demo" / "speech_0.wav").is_file()
+    result = subprocess.run([*command, "--model", str(tmp_path / "missing")], capture_output=True, text=True, env=env)
+    assert result.returncode == 2 and "train_tiny_default.py" in result.stderr
