@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 import soundfile as sf
@@ -37,7 +38,7 @@ from uniaudio2.training_reasoning_codec import (  # noqa: E402
 SHIPPED_MODEL = REPO_ROOT / "pretrained" / "tiny-uniaudio2"
 HELDOUT_DIR = REPO_ROOT / "examples" / "heldout"
 VOICES = ["espeak-ng:en-us", "flite:slt"]
-MAX_HELDOUT_WER = 1.0  # set from the shipped run, see the model card
+MAX_HELDOUT_WER = 0.85  # the shipped model measures 0.69 on these clips; an untrained one measures >= 1.0
 
 
 def fast_codec_config() -> ReasoningCodecConfig:
@@ -202,9 +203,10 @@ def test_train_tiny_default_runs_every_step_and_resumes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     steps = [json.loads(line)["step"] for line in open(tmp_path / "work" / "run_log.jsonl")]
     assert steps == ["codec", "encode_train", "encode_validation", "stage1", "stage2", "stage3", "stage4", "bundle"]
-    rows = [json.loads(line) for line in open(tmp_path / "work" / "rows" / "train.jsonl")]
-    assert {row["task"] for row in rows} == {"ASR", "TTS", "audio_caption", "TTA"}
+    rows = datasets.Dataset.from_parquet(str(tmp_path / "work" / "rows" / "train.parquet"))
+    assert set(rows["task"]) == {"ASR", "TTS", "audio_caption", "TTA"}
     assert all(len(row["reason_seq"]) == 8 and len(row["semantic_seq"]) == 8 for row in rows)
+    assert all((row["transcription_seq"] is None) != (row["caption_seq"] is None) for row in rows)
 
     from transformers import AutoModelForCausalLM, AutoProcessor
 

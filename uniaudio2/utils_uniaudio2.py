@@ -13,6 +13,7 @@
 # limitations under the License.
 """Small helpers shared by the recipes and the bundle builders."""
 
+import os
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -28,6 +29,10 @@ def atomic_directory(output_dir):
     output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
+    # mkdtemp creates the directory private (0700); the result gets the usual permissions.
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp_dir.chmod(0o777 & ~umask)
     try:
         yield tmp_dir
         if output_dir.exists():

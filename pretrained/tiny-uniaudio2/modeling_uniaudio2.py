@@ -1,0 +1,591 @@
+# Copyright 2026 The uniaudio2 contributors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""PyTorch UniAudio 2.0 language model (text + reasoning/reconstruction audio tokens)."""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.modeling_utils import PreTrainedModel
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
+from transformers.utils import ModelOutput, logging
+from transformers.utils.deprecation import deprecate_kwarg
+
+from .configuration_uniaudio2 import UniAudio2Config, UniAudio2DepthDecoderConfig
+from .generation_uniaudio2 import UniAudio2GenerationMixin
+
+
+logger = logging.get_logger(__name__)
+
+@dataclass
+class UniAudio2ModelOutputWithPast(BaseModelOutputWithPast):
+    r"""
+    Output of [`UniAudio2Model`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
+            Mixed hidden state fed to the heads: generation-layer output on audio rows, backbone output on text rows,
+            zeros on padding rows.
+        cache (`Cache`, *optional*):
+            KV cache of the understanding, backbone and generation layers (one cache layer per decoder layer); also
+            readable as `past_key_values`.
+    """
+
+
+@dataclass
+class UniAudio2CausalLMOutputWithPast(ModelOutput):
+    r"""
+    Output of [`UniAudio2ForConditionalGeneration`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` or `audio_labels` is given):
+            `text_loss_weight * text_loss + audio_loss_weight * audio_loss`.
+        text_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Mean next-token cross-entropy over the labelled text positions.
+        audio_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Weighted codebook loss `sum_k w_k * codebook_losses[k] / num_codebooks`.
+        codebook_losses (`torch.FloatTensor` of shape `(num_codebooks,)`, *optional*):
+            Unweighted cross-entropy of each codebook.
+        logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
+            Text logits for the next row, at every row (exactly zero on padding rows).
+        audio_logits (`torch.FloatTensor` of shape `(num_frames, num_codebooks, audio_vocab_size)`, *optional*):
+            Teacher-forced depth-decoder logits of every audio frame that follows a row of the input, in row-major
+            (batch, time) order; `audio_logits_positions` tells which row each frame was predicted from.
+        audio_logits_positions (`torch.LongTensor` of shape `(num_frames, 2)`, *optional*):
+            `(batch index, row index)` of the row each `audio_logits` frame is predicted from (the frame itself is the
+            row after it).
+        cache (`Cache`, *optional*):
+            KV cache of the understanding, backbone and generation layers; also readable as `past_key_values`.
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`, *optional*):
+            The mixed hidden state the heads read (see [`UniAudio2ModelOutputWithPast`]).
+    """
+
+    loss: torch.FloatTensor | None = None
+    text_loss: torch.FloatTensor | None = None
+    audio_loss: torch.FloatTensor | None = None
+    codebook_losses: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    audio_logits: torch.FloatTensor | None = None
+    audio_logits_positions: torch.LongTensor | None = None
+    cache: Cache | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+
+
+def _pipeline_classes() -> dict:
+    """The pipelines saved with the model (this relative import also makes `save_pretrained` copy their file)."""
+    from .pipeline_uniaudio2 import UniAudio2AudioToTextPipeline, UniAudio2TextToAudioPipeline
+
+    return {"audio-to-text": UniAudio2AudioToTextPipeline, "text-to-audio": UniAudio2TextToAudioPipeline}
+
+
+class UniAudio2PreTrainedModel(PreTrainedModel):
+    config: UniAudio2Config
+    base_model_prefix = "model"
+    input_modalities = ("audio", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["LlamaDecoderLayer"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, UniAudio2DepthDecoder):
+            init.normal_(module.codebooks_head, mean=0.0, std=self.config.initializer_range)
+        elif isinstance(module, UniAudio2Model):
+            # Non-persistent buffer: rebuilt here because `from_pretrained` materialises modules from the meta device.
+            offsets = torch.arange(self.config.num_codebooks, device=module.audio_tokens_offsets.device)
+            init.copy_(module.audio_tokens_offsets, offsets * self.config.audio_vocab_size)
+
+
+class _StackConfigView:
+    """
+    The model config seen by the layers of one stack: the stack's attention / feed-forward shapes, everything else
+    (including the attention implementation, so that `set_attn_implementation` keeps applying) read from the model
+    config itself.
+    """
+
+    def __init__(self, config: UniAudio2Config, shapes: dict):
+        self.__dict__["_config"] = config
+        self.__dict__["_shapes"] = shapes
+
+    def __getattr__(self, name):
+        shapes = self.__dict__["_shapes"]
+        return shapes[name] if name in shapes else getattr(self.__dict__["_config"], name)
+
+
+def _run_layers(layers, hidden_states, attention_mask, position_ids, position_embeddings, cache, use_cache, **kwargs):
+    for layer in layers:
+        hidden_states = layer(
+            hidden_states,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            position_embeddings=position_embeddings,
+            use_cache=use_cache,
+            cache=cache,
+            **kwargs,
+        )
+    return hidden_states
+
+
+class UniAudio2Model(UniAudio2PreTrainedModel):
+    """
+    The UniAudio 2.0 stack without heads: audio-understanding layers, Llama backbone and audio-generation layers.
+
+    Every row of the grid is embedded as follows: an audio row is the sum of its codebook embeddings (codebook `c`
+    reads row `c * audio_vocab_size + code` of `embed_audio_tokens`), a text row is its text embedding. The
+    understanding layers run causally over the whole sequence with zeros at non-audio rows; the backbone reads the
+    understanding output on audio rows and the text embedding on text rows (zeros on padding rows); the generation
+    layers run over the backbone output masked to audio rows. The returned hidden state is the generation output on
+    audio rows and the backbone output on text rows. All three stacks share the positions, the causal mask and one KV
+    cache (understanding layers first, then the backbone, then the generation layers).
+    """
+
+    def __init__(self, config: UniAudio2Config):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_audio_tokens = nn.Embedding(config.num_codebooks * config.audio_vocab_size, config.hidden_size)
+        first_backbone = config.num_understanding_layers
+        first_generation = first_backbone + config.num_backbone_layers
+        understanding_config = self._stack_config(config, "understanding")
+        generation_config = self._stack_config(config, "generation")
+        self.understanding_layers = nn.ModuleList(
+            [LlamaDecoderLayer(understanding_config, layer_idx) for layer_idx in range(first_backbone)]
+        )
+        self.understanding_norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.layers = nn.ModuleList(
+            [LlamaDecoderLayer(config, layer_idx) for layer_idx in range(first_backbone, first_generation)]
+        )
+        self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.generation_layers = nn.ModuleList(
+            [
+                LlamaDecoderLayer(generation_config, layer_idx)
+                for layer_idx in range(first_generation, config.num_hidden_layers)
+            ]
+        )
+        self.generation_norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.rotary_emb = LlamaRotaryEmbedding(config=config)
+        # Stacks whose head dimension differs from the backbone's need their own rotary tables.
+        self.understanding_rotary_emb = (
+            LlamaRotaryEmbedding(config=understanding_config) if understanding_config is not config else None
+        )
+        self.generation_rotary_emb = (
+            LlamaRotaryEmbedding(config=generation_config) if generation_config is not config else None
+        )
+        self.register_buffer(
+            "audio_tokens_offsets", torch.arange(config.num_codebooks) * config.audio_vocab_size, persistent=False
+        )
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    @staticmethod
+    def _stack_config(config: UniAudio2Config, stack: str):
+        shapes = config.stack_shapes(stack)
+        if shapes["head_dim"] == config.head_dim and shapes == config.stack_shapes("backbone"):
+            return config
+        return _StackConfigView(config, shapes)
+
+    def get_input_embeddings(self):
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.embed_tokens = value
+
+    def embed_audio(self, audio_codes: torch.LongTensor) -> torch.Tensor:
+        """Embeddings of codes `(..., num_codebooks)` → `(..., num_codebooks, hidden_size)` (one block per codebook)."""
+        return self.embed_audio_tokens(audio_codes + self.audio_tokens_offsets)
+
+    @deprecate_kwarg("past_key_values", "6.0.0", new_name="cache")
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        audio_codes: torch.LongTensor | None = None,
+        audio_codes_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> UniAudio2ModelOutputWithPast:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+                Text column of the grid. Values on audio and padding rows are ignored.
+            audio_codes (`torch.LongTensor` of shape `(batch_size, sequence_length, num_codebooks)`, *optional*):
+                Codebook columns of the grid, with reconstruction ids stored as `code + reasoning_vocab_size`.
+                Values on non-audio rows are ignored. Omit for text-only input.
+            audio_codes_mask (`torch.BoolTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                `True` on audio rows. Required with `audio_codes`.
+            attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                1 for real rows, 0 for padding rows.
+            position_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                Row positions; derived from the cache length when omitted.
+            cache (`Cache`, *optional*):
+                KV cache from a previous call (`past_key_values` is accepted as a deprecated alias).
+            inputs_embeds (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`, *optional*):
+                Text-row embeddings to use instead of looking up `input_ids`.
+            use_cache (`bool`, *optional*):
+                Whether to return the KV cache.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("You must specify exactly one of `input_ids` or `inputs_embeds`.")
+        if inputs_embeds is None:
+            batch_size, seq_len = input_ids.shape[:2]
+            device = input_ids.device
+        else:
+            batch_size, seq_len = inputs_embeds.shape[:2]
+            device = inputs_embeds.device
+        if use_cache is None:
+            # No cache by default in training: it is useless there, and it would keep packed sequences from getting
+            # their block-diagonal mask.
+            use_cache = self.config.use_cache and not self.training
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+
+        row_valid = (
+            torch.ones(batch_size, seq_len, dtype=torch.bool, device=device)
+            if attention_mask is None
+            else attention_mask[:, -seq_len:].bool()
+        )
+        if audio_codes is not None:
+            if audio_codes_mask is None:
+                raise ValueError("`audio_codes_mask` (True on audio rows) is required together with `audio_codes`.")
+            if audio_codes.shape[:2] != (batch_size, seq_len) or audio_codes.shape[-1] != self.config.num_codebooks:
+                raise ValueError(
+                    f"`audio_codes` must have shape (batch_size, sequence_length, {self.config.num_codebooks}) = "
+                    f"({batch_size}, {seq_len}, {self.config.num_codebooks}), got {tuple(audio_codes.shape)}."
+                )
+            audio_rows = audio_codes_mask.bool() & row_valid
+        else:
+            audio_rows = torch.zeros(batch_size, seq_len, dtype=torch.bool, device=device)
+        text_rows = row_valid & ~audio_rows
+
+        if inputs_embeds is None:
+            if bool(((input_ids < 0) | (input_ids >= self.config.vocab_size))[text_rows].any()):
+                raise ValueError(f"`input_ids` on text rows must lie in [0, {self.config.vocab_size}).")
+            inputs_embeds = self.embed_tokens(torch.where(text_rows, input_ids, 0))
+
+        audio_rows_f = audio_rows.unsqueeze(-1).to(inputs_embeds.dtype)
+        text_rows_f = text_rows.unsqueeze(-1).to(inputs_embeds.dtype)
+        if audio_codes is not None:
+            invalid = (audio_codes < 0) | (audio_codes >= self.config.audio_vocab_size)
+            if bool(invalid[audio_rows].any()):
+                raise ValueError(
+                    f"`audio_codes` on audio rows must lie in [0, {self.config.audio_vocab_size}) "
+                    "(reconstruction codes are stored with the reasoning offset)."
+                )
+            safe_codes = torch.where(audio_rows.unsqueeze(-1), audio_codes, 0)
+            audio_embeds = self.embed_audio(safe_codes).sum(dim=2) * audio_rows_f
+        else:
+            audio_embeds = torch.zeros_like(inputs_embeds)
+
+        if position_ids is None:
+            past_seen = cache.get_seq_length() if cache is not None else 0
+            position_ids = torch.arange(seq_len, device=device).unsqueeze(0) + past_seen
+
+        causal_mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+        )
+        position_embeddings = self.rotary_emb(inputs_embeds, position_ids=position_ids)
+
+        def stack_kwargs(rotary):
+            embeddings = position_embeddings if rotary is None else rotary(inputs_embeds, position_ids=position_ids)
+            return {
+                "attention_mask": causal_mask,
+                "position_ids": position_ids,
+                "position_embeddings": embeddings,
+                "cache": cache,
+                "use_cache": use_cache,
+                **kwargs,
+            }
+
+        understanding = _run_layers(
+            self.understanding_layers, audio_embeds, **stack_kwargs(self.understanding_rotary_emb)
+        )
+        understanding = self.understanding_norm(understanding)
+        backbone_input = understanding * audio_rows_f + inputs_embeds * text_rows_f
+        backbone = self.norm(_run_layers(self.layers, backbone_input, **stack_kwargs(None)))
+        generation = _run_layers(
+            self.generation_layers, backbone * audio_rows_f, **stack_kwargs(self.generation_rotary_emb)
+        )
+        generation = self.generation_norm(generation)
+        hidden_states = generation * audio_rows_f + backbone * text_rows_f
+
+        return UniAudio2ModelOutputWithPast(last_hidden_state=hidden_states, cache=cache if use_cache else None)
+
+
+class UniAudio2DepthDecoder(UniAudio2PreTrainedModel):
+    """
+    Depth decoder: predicts the `num_codebooks` codes of one audio frame autoregressively.
+
+    Position 0 reads the projected hidden state of the row before the frame, position `k >= 1` the projected
+    embedding (from the language model's `embed_audio_tokens`) of codebook `k - 1` of the frame. The output at
+    position `k` gives the logits of codebook `k` through `codebooks_head[k]`, a `(hidden_size, audio_vocab_size)`
+    matrix per codebook.
+    """
+
+    config: UniAudio2DepthDecoderConfig
+    base_model_prefix = "depth_decoder"
+
+    def __init__(self, config: UniAudio2DepthDecoderConfig):
+        super().__init__(config)
+        self.num_codebooks = config.num_codebooks
+        self.input_projection = nn.Linear(config.backbone_hidden_size, config.hidden_size, bias=False)
+        self.layers = nn.ModuleList(
+            [LlamaDecoderLayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)]
+        )
+        self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.rotary_emb = LlamaRotaryEmbedding(config=config)
+        self.codebooks_head = nn.Parameter(torch.empty(config.num_codebooks, config.hidden_size, config.audio_vocab_size))
+        self.post_init()
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        cache: Cache | None = None,
+        use_cache: bool = False,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            inputs_embeds (`torch.FloatTensor` of shape `(num_frames, length, backbone_hidden_size)`):
+                Unprojected inputs of positions `past .. past + length - 1` (see the class docstring).
+            cache (`Cache`, *optional*):
+                Depth-decoder KV cache for incremental decoding within one frame.
+
+        Returns:
+            `(logits, hidden_states)`: logits `(num_frames, length, audio_vocab_size)` of the codebooks at these
+            positions and the normalised decoder output `(num_frames, length, hidden_size)`.
+        """
+        past = cache.get_seq_length() if cache is not None else 0
+        length = inputs_embeds.shape[1]
+        if past + length > self.num_codebooks:
+            raise ValueError(f"The depth decoder has {self.num_codebooks} positions, got {past + length}.")
+        hidden_states = self.input_projection(inputs_embeds)
+        position_ids = torch.arange(past, past + length, device=inputs_embeds.device).unsqueeze(0)
+        causal_mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=hidden_states,
+            attention_mask=None,
+            position_ids=position_ids,
+            cache=cache,
+        )
+        position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)
+        hidden_states = _run_layers(
+            self.layers,
+            hidden_states,
+            attention_mask=causal_mask,
+            position_ids=position_ids,
+            position_embeddings=position_embeddings,
+            cache=cache,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = self.norm(hidden_states)
+        heads = self.codebooks_head[past : past + length].to(hidden_states.dtype)
+        logits = torch.einsum("nkd,kdv->nkv", hidden_states, heads)
+        return logits, hidden_states
+
+
+class UniAudio2ForConditionalGeneration(UniAudio2PreTrainedModel, UniAudio2GenerationMixin):
+    """
+    UniAudio 2.0 with its text head and its depth decoder: audio understanding (ASR, captioning, audio QA) through
+    `generate()` on the text stream, and audio generation (TTS, text-to-sound, text-to-music) through
+    `generate(generation_mode="audio")`, reasoning frames first, then reconstruction frames.
+    """
+
+    _tied_weights_keys = None
+    output_modalities = ("text", "audio")
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: UniAudio2Config):
+        super().__init__(config)
+        self.model = UniAudio2Model(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.depth_decoder = UniAudio2DepthDecoder._from_config(config.depth_decoder_config)
+        self.post_init()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save weights, config and the modeling code (remote code), loadable with every `Auto` class listed below."""
+        target = f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}"
+        auto_map = dict(getattr(self.config, "auto_map", None) or {})
+        for auto_class in ("AutoModel", "AutoModelForCausalLM", "AutoModelForMultimodalLM"):
+            auto_map.setdefault(auto_class, target)
+        self.config.auto_map = auto_map
+        pipelines = dict(getattr(self.config, "custom_pipelines", None) or {})
+        for task, pipeline_class in _pipeline_classes().items():
+            pipelines.setdefault(
+                task,
+                {"impl": f"pipeline_uniaudio2.{pipeline_class.__name__}", "pt": ["AutoModelForCausalLM"], "type": "multimodal"},
+            )
+        self.config.custom_pipelines = pipelines
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    def depth_decoder_inputs(self, frame_hidden: torch.Tensor, frame_codes: torch.LongTensor) -> torch.Tensor:
+        """
+        Build the teacher-forced depth-decoder inputs `(num_frames, num_codebooks, hidden_size)` from the hidden state
+        of the row before each frame `(num_frames, hidden_size)` and the frame's codes `(num_frames, num_codebooks)`.
+        """
+        code_embeds = self.model.embed_audio(frame_codes)[:, :-1]
+        return torch.cat([frame_hidden.unsqueeze(1), code_embeds.to(frame_hidden.dtype)], dim=1)
+
+    @deprecate_kwarg("past_key_values", "6.0.0", new_name="cache")
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        audio_codes: torch.LongTensor | None = None,
+        audio_codes_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        audio_labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_audio_logits: bool | None = None,
+        logits_to_keep: int = 0,
+        **kwargs,
+    ) -> UniAudio2CausalLMOutputWithPast:
+        r"""
+        Args:
+            input_ids, audio_codes, audio_codes_mask, attention_mask, position_ids, cache, inputs_embeds, use_cache:
+                See [`UniAudio2Model.forward`].
+            labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                Text targets, aligned with the input rows (shifted inside): `labels[:, t]` is the text token of row
+                `t`, predicted from row `t - 1`. `-100` marks rows without text loss.
+            audio_labels (`torch.LongTensor` of shape `(batch_size, sequence_length, num_codebooks)`, *optional*):
+                Codebook targets aligned with the input rows (shifted inside like `labels`); `-100` marks codes without
+                loss. The depth decoder is teacher-forced with the codes of `audio_codes`.
+            output_audio_logits (`bool`, *optional*):
+                Compute `audio_logits` even without `audio_labels`.
+            logits_to_keep (`int`, *optional*, defaults to 0):
+                Only compute text logits for the last `logits_to_keep` rows (0 = all).
+
+        Example:
+
+        ```python
+        >>> out = model(input_ids=grid_text, audio_codes=grid_codes, audio_codes_mask=is_audio_row,
+        ...             attention_mask=attention_mask, labels=text_labels, audio_labels=code_labels)
+        >>> out.loss.backward()
+        ```
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            audio_codes=audio_codes,
+            audio_codes_mask=audio_codes_mask,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            cache=cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, slice_indices, :])
+
+        if audio_labels is not None and audio_codes is None:
+            raise ValueError("`audio_labels` needs `audio_codes` (the depth decoder is teacher-forced with them).")
+        audio_logits = audio_positions = next_is_audio = None
+        if (audio_labels is not None or output_audio_logits) and audio_codes is not None:
+            # Every frame whose previous row is in the input is predicted by the depth decoder from that row.
+            row_valid = torch.ones_like(audio_codes_mask, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+            next_is_audio = (audio_codes_mask.bool() & row_valid)[:, 1:]
+            audio_positions = next_is_audio.nonzero()
+            frame_hidden = hidden_states[:, :-1][next_is_audio]
+            frame_codes = audio_codes[:, 1:][next_is_audio]
+            audio_logits, _ = self.depth_decoder(self.depth_decoder_inputs(frame_hidden, frame_codes))
+
+        loss = text_loss = audio_loss = codebook_losses = None
+        if labels is not None:
+            text_loss = self._text_loss(logits, labels, logits_to_keep)
+            loss = self.config.text_loss_weight * text_loss
+        if audio_labels is not None:
+            frame_labels = audio_labels[:, 1:][next_is_audio]
+            audio_loss, codebook_losses = self._audio_loss(audio_logits, frame_labels)
+            audio_term = self.config.audio_loss_weight * audio_loss
+            loss = audio_term if loss is None else loss + audio_term
+
+        return UniAudio2CausalLMOutputWithPast(
+            loss=loss,
+            text_loss=text_loss,
+            audio_loss=audio_loss,
+            codebook_losses=codebook_losses,
+            logits=logits,
+            audio_logits=audio_logits,
+            audio_logits_positions=audio_positions,
+            cache=outputs.cache,
+            last_hidden_state=hidden_states,
+        )
+
+    def _text_loss(self, logits: torch.Tensor, labels: torch.LongTensor, logits_to_keep) -> torch.Tensor:
+        if logits_to_keep:
+            raise ValueError("`labels` cannot be combined with `logits_to_keep`.")
+        shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
+        shift_labels = labels[:, 1:].reshape(-1).to(logits.device)
+        losses = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="none")
+        count = (shift_labels != -100).sum()
+        return losses.sum() / count.clamp(min=1)
+
+    def _audio_loss(self, audio_logits: torch.Tensor, frame_labels: torch.LongTensor):
+        num_codebooks = self.config.num_codebooks
+        num_frames = frame_labels.shape[0]
+        weights = torch.tensor(self.config.codebook_loss_weights, dtype=torch.float32, device=frame_labels.device)
+        if num_frames == 0:
+            zero = audio_logits.sum() * 0.0 if audio_logits is not None else weights.sum() * 0.0
+            return zero, weights * 0.0
+        per_code = F.cross_entropy(
+            audio_logits.float().reshape(-1, audio_logits.shape[-1]),
+            frame_labels.reshape(-1),
+            ignore_index=-100,
+            reduction="none",
+        ).view(num_frames, num_codebooks)
+        if self.config.audio_loss_normalization == "all_frames":
+            denominator = torch.full((num_codebooks,), float(num_frames), device=per_code.device)
+        else:
+            denominator = (frame_labels != -100).sum(0).clamp(min=1).float()
+        codebook_losses = per_code.sum(0) / denominator
+        audio_loss = (weights * codebook_losses).sum() / num_codebooks
+        return audio_loss, codebook_losses
+
+
+# `save_pretrained` copies the code next to the weights so that the directory loads with `trust_remote_code=True`.
+UniAudio2ForConditionalGeneration.register_for_auto_class("AutoModelForCausalLM")
+
+__all__ = ["UniAudio2PreTrainedModel", "UniAudio2Model", "UniAudio2ForConditionalGeneration"]

@@ -1,0 +1,324 @@
+# Copyright 2026 The uniaudio2 contributors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Processor of UniAudio 2.0: text tokenizer + codec-owning feature extractor → model grids, and back."""
+
+import numpy as np
+import torch
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.processing_utils import ProcessorMixin
+from transformers.utils import logging
+
+from .feature_extraction_uniaudio2 import read_audio_file
+from .tasks_uniaudio2 import (
+    DEFAULT_PROMPTS,
+    REASONING,
+    RECONSTRUCTION,
+    TEXT,
+    GridSpecialIds,
+    build_grid,
+    collate_grids,
+    resolve_task,
+    tag_ids_from_tokenizer,
+)
+
+
+logger = logging.get_logger(__name__)
+
+def default_audio_special_ids(reasoning_codebook_size: int = 4096, reconstruction_codebook_size: int = 8192, num_codebooks: int = 8) -> dict:
+    """
+    Audio special ids following the layout of the released model, for a codec with the given codebook sizes: the
+    reasoning block holds the codes, BOS (`size`), EOS (`size + 1`) and PAD (`size + 3`); the reconstruction block
+    holds the codes, EOS (`size`), BOS (`size + 1`) and PAD (`size + 2`), stored with the reasoning offset.
+    """
+    reasoning_vocab_size = reasoning_codebook_size + 4
+    return {
+        "num_codebooks": num_codebooks,
+        "reasoning_vocab_size": reasoning_vocab_size,
+        "reconstruction_vocab_size": reconstruction_codebook_size + 8,
+        "reasoning_bos_token_id": reasoning_codebook_size,
+        "reasoning_eos_token_id": reasoning_codebook_size + 1,
+        "reasoning_pad_token_id": reasoning_codebook_size + 3,
+        "reconstruction_bos_token_id": reasoning_vocab_size + reconstruction_codebook_size + 1,
+        "reconstruction_eos_token_id": reasoning_vocab_size + reconstruction_codebook_size,
+        "reconstruction_pad_token_id": reasoning_vocab_size + reconstruction_codebook_size + 2,
+    }
+
+
+def audio_special_ids_from_config(config) -> dict:
+    """The audio special ids of a `UniAudio2Config`, in the form the processor stores."""
+    return {key: getattr(config, key) for key in default_audio_special_ids()}
+
+
+# Which argument of the processor fills which segment, per task. `target` segments only appear with labels.
+_TEXT_TARGETS = {"transcription_seq", "caption_seq", "lyric_seq", "text_seq", "text_seq_answer"}
+
+
+class UniAudio2Processor(ProcessorMixin):
+    r"""
+    Builds UniAudio 2.0 inputs for every task of the released model from text and raw audio, and turns generated
+    tokens back into text or audio.
+
+    Inputs per task (all batched; one entry per example):
+
+    * understanding tasks (`"ASR"`, `"audio_caption"`, `"music_caption"`, `"lyric_recognition"`, `"speech_s2t"`):
+      `audio`; with `output_labels=True` also `text`, the target;
+    * audio QA (`"audio_understanding"`): `audio` and `text` (the question); with labels also `answer`;
+    * generation tasks (`"TTS"`, `"TTA"`, `"TTM"`, `"LTS"`): `text` (transcription / caption / lyrics); with labels
+      also `audio`, the target; `"InstructTTS"` also takes `instruction` (the style caption);
+    * `"text_only"`: `text`.
+
+    The task prompt (`prompt`, defaulting to the one the released model was trained with) is prepended as
+    `<|begin_of_text|> prompt "\\n\\n" <|end_of_text|>`, text segments get `<|begin_of_text|> ... <|end_of_text|>`
+    and their tags, audio is tokenized by the feature extractor's codec into a reasoning segment followed by a
+    reconstruction segment. Without labels the grid stops before the task's target (the generation prompt) and is
+    left-padded; with `output_labels=True` it is complete, right-padded and carries `labels` / `audio_labels` on the
+    task's target rows only.
+
+    Args:
+        feature_extractor ([`UniAudio2FeatureExtractor`]):
+            Audio validation, resampling and the ReasoningCodec.
+        tokenizer ([`PreTrainedTokenizerBase`]):
+            The text tokenizer (Llama-3.2 with the UniAudio tags for the released model).
+        audio_special_ids (`dict`, *optional*):
+            Audio special ids and vocabulary layout of the model (see [`default_audio_special_ids`]).
+        max_length (`int`, *optional*, defaults to 2048):
+            Longest accepted grid, in rows (the released model's context).
+        chat_template (`str`, *optional*):
+            Jinja chat template.
+    """
+
+    def __init__(self, feature_extractor, tokenizer, audio_special_ids: dict | None = None, max_length: int = 2048, chat_template=None):
+        self.audio_special_ids = dict(audio_special_ids or default_audio_special_ids())
+        self.max_length = max_length
+        super().__init__(feature_extractor, tokenizer, chat_template=chat_template)
+
+    # ------------------------------------------------------------------------------------------------------- ids
+    def special_ids(self) -> GridSpecialIds:
+        tokenizer = self.tokenizer
+        tags = tag_ids_from_tokenizer(tokenizer)
+        for name in ("<|begin_of_text|>", "<|end_of_text|>", "<text_pad_token>"):
+            token_id = tokenizer.convert_tokens_to_ids(name)
+            if token_id is None or token_id == tokenizer.unk_token_id:
+                raise ValueError(f"The tokenizer lacks the special token {name!r} that UniAudio 2.0 needs.")
+        ids = self.audio_special_ids
+        return GridSpecialIds(
+            bos_token_id=tokenizer.convert_tokens_to_ids("<|begin_of_text|>"),
+            eos_token_id=tokenizer.convert_tokens_to_ids("<|end_of_text|>"),
+            text_pad_token_id=tokenizer.convert_tokens_to_ids("<text_pad_token>"),
+            tag_ids=tags,
+            **{key: value for key, value in ids.items() if key != "reconstruction_vocab_size"},
+        )
+
+    def tokenize_segment(self, text: str) -> torch.LongTensor:
+        """`<|begin_of_text|> text <|end_of_text|>`, as every text segment of the released model."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"Expected a non-empty string, got {text!r}.")
+        ids = self.special_ids()
+        body = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return torch.tensor([ids.bos_token_id, *body, ids.eos_token_id], dtype=torch.long)
+
+    def tokenize_prompt(self, prompt: str) -> torch.LongTensor:
+        return self.tokenize_segment(prompt + "\n\n")
+
+    # -------------------------------------------------------------------------------------------------- building
+    def __call__(
+        self,
+        text=None,
+        audio=None,
+        task: str = "ASR",
+        sampling_rate: int | None = None,
+        prompt: str | list[str] | None = None,
+        answer=None,
+        instruction=None,
+        audio_codes=None,
+        output_labels: bool = False,
+        drop_condition: bool | list[bool] = False,
+        padding_side: str | None = None,
+        return_tensors: str | None = "pt",
+        **kwargs,
+    ) -> BatchFeature:
+        """
+        Build a batch for `task` (a task name of the released model or an alias such as `"transcribe"`, `"tts"`).
+
+        Args:
+            text (`str` or `list[str]`, *optional*): see the class docstring.
+            audio (array, tensor, path-free raw audio, or a list of them, *optional*): raw audio; requires
+                `sampling_rate`.
+            sampling_rate (`int`, *optional*): sampling rate of `audio`.
+            prompt (`str` or `list[str]`, *optional*): task prompt(s) replacing the default.
+            answer (`str` or `list[str]`, *optional*): QA targets (with `output_labels=True`).
+            instruction (`str` or `list[str]`, *optional*): style captions for `"InstructTTS"`.
+            audio_codes (`list[tuple[Tensor, Tensor]]`, *optional*): pre-computed `(reasoning (8, T_r),
+                reconstruction (8, T_s))` codes instead of `audio` (no codec needed).
+            output_labels (`bool`, *optional*, defaults to `False`): build complete training grids with labels.
+            drop_condition (`bool` or `list[bool]`, *optional*): condition dropout (unconditional CFG examples).
+            padding_side (`str`, *optional*): defaults to `"left"` for generation prompts, `"right"` with labels.
+
+        Returns:
+            [`BatchFeature`] with `input_ids`, `audio_codes`, `audio_codes_mask`, `attention_mask` (and `labels`,
+            `audio_labels` with `output_labels=True`).
+        """
+        if kwargs:
+            raise ValueError(f"Unexpected arguments: {sorted(kwargs)}.")
+        task_format = resolve_task(task)
+        ids = self.special_ids()
+        texts = self._as_list(text)
+        codes = self._audio_codes(audio, audio_codes, sampling_rate)
+        batch_size = max(len(texts or []), len(codes or []), 1)
+        for name, values in (("text", texts), ("audio", codes)):
+            if values is not None and len(values) != batch_size:
+                raise ValueError(f"Got {len(values)} {name} entries for a batch of {batch_size}.")
+        answers = self._as_list(answer, batch_size)
+        instructions = self._as_list(instruction, batch_size)
+        prompts = self._as_list(prompt, batch_size) or [DEFAULT_PROMPTS.get(task_format.name)] * batch_size
+        drops = drop_condition if isinstance(drop_condition, (list, tuple)) else [drop_condition] * batch_size
+
+        grids = []
+        for row in range(batch_size):
+            segments = {}
+            text_keys = [key for key, kind in task_format.segments if kind == TEXT]
+            audio_keys = [key for key, kind in task_format.segments if kind in (REASONING, RECONSTRUCTION)]
+            for key in text_keys:
+                value = self._text_for(key, task_format, row, texts, answers, instructions, output_labels)
+                if value is not None:
+                    segments[key] = self.tokenize_segment(value)
+            if codes is not None and audio_keys:
+                reasoning, reconstruction = codes[row]
+                for key in audio_keys:
+                    segments[key] = (reasoning if key.startswith("reason") else reconstruction).T
+            prompt_ids = self.tokenize_prompt(prompts[row]) if task_format.use_prompt and prompts[row] else None
+            grid = build_grid(task_format, segments, ids, prompt_ids=prompt_ids, drop_condition=bool(drops[row]),
+                              inference=not output_labels)
+            if len(grid) > self.max_length:
+                raise ValueError(
+                    f"Example {row} needs {len(grid)} rows, more than max_length={self.max_length}: shorten the text "
+                    "or the audio."
+                )
+            grids.append(grid)
+        side = padding_side or ("right" if output_labels else "left")
+        batch = collate_grids(grids, ids, padding_side=side)
+        if not output_labels:
+            batch.pop("labels")
+            batch.pop("audio_labels")
+        return BatchFeature(batch, tensor_type=return_tensors)
+
+    @staticmethod
+    def _as_list(value, batch_size: int | None = None):
+        if value is None:
+            return None
+        values = [value] if isinstance(value, str) else list(value)
+        if batch_size is not None and len(values) == 1 and batch_size > 1:
+            values = values * batch_size
+        if batch_size is not None and len(values) != batch_size:
+            raise ValueError(f"Got {len(values)} entries for a batch of {batch_size}.")
+        return values
+
+    def _text_for(self, key, task_format, row, texts, answers, instructions, output_labels):
+        is_target = key in task_format.loss_keys
+        if is_target and not output_labels:
+            return None
+        if key == "text_seq_answer":
+            if answers is None:
+                raise ValueError(f"Task {task_format.name!r} with labels needs `answer`.")
+            return answers[row]
+        if task_format.name in ("InstructTTS", "prompt_instruct_tts") and key == "caption_seq":
+            if instructions is None:
+                raise ValueError(f"Task {task_format.name!r} needs `instruction` (the style caption).")
+            return instructions[row]
+        if texts is None:
+            role = "target" if is_target else "input"
+            raise ValueError(f"Task {task_format.name!r} needs `text` ({role} for the segment {key!r}).")
+        return texts[row]
+
+    def _audio_codes(self, audio, audio_codes, sampling_rate):
+        if audio is not None and audio_codes is not None:
+            raise ValueError("Pass either `audio` or `audio_codes`, not both.")
+        if audio_codes is not None:
+            pairs = [tuple(torch.as_tensor(c, dtype=torch.long) for c in pair) for pair in audio_codes]
+        elif audio is not None:
+            pairs = self.feature_extractor.encode(audio, sampling_rate=sampling_rate)
+        else:
+            return None
+        num_codebooks = self.audio_special_ids["num_codebooks"]
+        for reasoning, reconstruction in pairs:
+            for name, value in (("reasoning", reasoning), ("reconstruction", reconstruction)):
+                if value.ndim != 2 or value.shape[0] != num_codebooks or value.shape[1] == 0:
+                    raise ValueError(f"{name} codes must have shape ({num_codebooks}, frames>0), got {tuple(value.shape)}.")
+        return pairs
+
+    def apply_chat_template(self, conversation, task: str | None = None, sampling_rate: int | None = None, **kwargs):
+        """
+        Build inputs from chat messages (`[{"role": "user", "content": [{"type": "audio", "audio": array}, {"type":
+        "text", "text": "..."}]}]`), as transformers' multimodal processors do. UniAudio 2.0 was trained on task
+        grids, not on chats: the last user turn is mapped to a task. With audio and text it is audio question
+        answering, with audio only ASR (pass `task=` for captioning), with text only TTS (pass `task="TTA"` /
+        `"TTM"` for sound / music). Audio items may give `"audio"` (with `sampling_rate=`) or `"path"`.
+        """
+        turns = [turn for turn in conversation if turn.get("role") == "user"]
+        if not turns:
+            raise ValueError("The conversation has no user turn.")
+        content = turns[-1]["content"]
+        if isinstance(content, str):
+            content = [{"type": "text", "text": content}]
+        audios, texts = [], []
+        for item in content:
+            if item.get("type") == "audio":
+                if "path" in item:
+                    waveform, rate = read_audio_file(item["path"])
+                elif "audio" in item:
+                    waveform, rate = item["audio"], item.get("sampling_rate", sampling_rate)
+                else:
+                    raise ValueError("An audio item needs 'audio' (with a sampling rate) or 'path'.")
+                audios.append(self.feature_extractor.to_mono_float(waveform, rate))
+            elif item.get("type") == "text":
+                texts.append(item["text"])
+            else:
+                raise ValueError(f"Unsupported content type {item.get('type')!r} (use 'audio' or 'text').")
+        if len(audios) > 1:
+            raise ValueError("UniAudio 2.0 takes one audio clip per turn.")
+        text = " ".join(texts) if texts else None
+        if task is None:
+            task = ("audio_understanding" if text else "ASR") if audios else "TTS"
+        audio = audios[0] if audios else None
+        rate = self.feature_extractor.sampling_rate if audios else None
+        return self(text=text, audio=audio, sampling_rate=rate, task=task, **kwargs)
+
+    # ---------------------------------------------------------------------------------------------------- output
+    def batch_decode(self, sequences, prompt_length: int | None = None, skip_special_tokens: bool = True, **kwargs):
+        """Decode generated text ids (dropping the first `prompt_length` positions, e.g. the prompt)."""
+        if prompt_length is not None:
+            sequences = [list(seq)[prompt_length:] for seq in sequences]
+        return self.tokenizer.batch_decode(sequences, skip_special_tokens=skip_special_tokens, **kwargs)
+
+    def decode(self, *args, **kwargs):
+        return self.tokenizer.decode(*args, **kwargs)
+
+    def decode_audio(self, reconstruction_codes, generator: torch.Generator | None = None, **decode_kwargs) -> list[np.ndarray]:
+        """Generated reconstruction codes (one `(8, T_s)` tensor per item, offset removed) → 24 kHz waveforms."""
+        return self.feature_extractor.decode(reconstruction_codes, generator=generator, **decode_kwargs)
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        result = super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        # `ProcessorMixin.save_pretrained` only writes JSON: the codec weights go to their subfolder here.
+        self.feature_extractor.save_codec(save_directory)
+        return result
+
+    @property
+    def model_input_names(self):
+        return ["input_ids", "audio_codes", "audio_codes_mask", "attention_mask"]
+
+
+UniAudio2Processor.register_for_auto_class()
+
+__all__ = ["UniAudio2Processor", "default_audio_special_ids", "audio_special_ids_from_config"]
