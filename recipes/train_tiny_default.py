@@ -32,7 +32,6 @@ resumes. Step sizes are flags; the defaults are the run documented in `model_car
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -216,8 +215,10 @@ def main(argv=None) -> int:
 
     model = UniAudio2ForConditionalGeneration.from_pretrained(str(previous)).eval()
     set_generation_defaults(model, max_new_tokens=40, max_new_frames=120)
-    save_bundle(model, processor, args.output_dir, args.card)
-    shutil.copy(log_path, Path(args.output_dir) / "training_log.jsonl")
+    extra_files = {"training_log.jsonl": log_path}
+    if (codec_dir / "training_summary.json").is_file():
+        extra_files["codec/training_summary.json"] = codec_dir / "training_summary.json"
+    save_bundle(model, processor, args.output_dir, args.card, extra_files)
     log({"step": "bundle", "output_dir": args.output_dir,
          "megabytes": round(sum(f.stat().st_size for f in Path(args.output_dir).rglob("*") if f.is_file()) / 2**20, 1)})
     return 0

@@ -213,6 +213,8 @@ def test_train_tiny_default_runs_every_step_and_resumes(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "bundle", trust_remote_code=True)
     processor = AutoProcessor.from_pretrained(tmp_path / "bundle", trust_remote_code=True)
     assert model.config.hidden_size == 32
+    assert (tmp_path / "bundle" / "training_log.jsonl").is_file()
+    assert (tmp_path / "bundle" / "codec" / "training_summary.json").is_file()
     assert processor.feature_extractor.codec.config.whisper_chunk_length == 2
 
     # A second run finds every result and only re-saves the bundle.

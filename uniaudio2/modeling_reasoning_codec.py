@@ -806,9 +806,7 @@ class ReasoningCodecPreTrainedModel(PreTrainedModel):
             # fan-in scaled default (Kaiming-uniform weights and biases).
             init.kaiming_uniform_(module.weight, a=math.sqrt(5))
             if module.bias is not None:
-                fan_in = module.weight.shape[1] * module.weight[0, 0].numel()
-                if isinstance(module, nn.ConvTranspose1d):
-                    fan_in = module.weight.shape[0] * module.weight[0, 0].numel()
+                fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
                 bound = 1 / math.sqrt(fan_in)
                 init.uniform_(module.bias, -bound, bound)
         elif isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):

@@ -219,13 +219,18 @@ def build_processor(tokenizer, codec, model_config) -> UniAudio2Processor:
     )
 
 
-def save_bundle(model, processor, output_dir, card: str | Path | None = None) -> Path:
-    """Save model + processor (+ `card` as README.md) to `output_dir`: written to a temporary directory, then moved."""
+def save_bundle(model, processor, output_dir, card: str | Path | None = None, extra_files: dict | None = None) -> Path:
+    """
+    Save model + processor (+ `card` as README.md, + `extra_files` `{path in the bundle: source file}`) to
+    `output_dir`: written to a temporary directory, then moved.
+    """
     with atomic_directory(output_dir) as tmp_dir:
         model.save_pretrained(tmp_dir)
         processor.save_pretrained(tmp_dir)
         if card is not None and Path(card).is_file():
             shutil.copy(card, tmp_dir / "README.md")
+        for name, source in (extra_files or {}).items():
+            shutil.copy(source, tmp_dir / name)
     return Path(output_dir)
 
 

@@ -17,7 +17,8 @@ Training of a (small) ReasoningCodec from paired audio and text, following the U
 Two stages, as in the paper (the SQ-codec is trained first, then everything that produces and consumes the tokens):
 
 1. **SQ-codec** (`train_sq_codec`): the scalar-quantized waveform auto-encoder whose latents the flow decoder
-   generates. Straight-through rounding of the `tanh` latents, multi-resolution STFT + log-mel reconstruction loss.
+   generates. Unrounded latents first, then straight-through rounding of the `tanh` latents; multi-resolution STFT +
+   log-mel reconstruction loss.
 2. **Tokenizer and decoder** (`train_codec`), with the SQ-codec frozen:
    - the *reconstruction* branches (phone / semantic / acoustic RVQs, FiLM-modulated by the reasoning features) and
      the DiT flow-matching decoder, trained end to end with the conditional flow-matching loss on SQ latents
@@ -299,7 +300,6 @@ class CodecTrainer:
         self.args = args
         config = codec.config
         self.aligner = ReasoningTextAligner(len(tokenizer), config.reasoning_config.hidden_size)
-        self.rng = random.Random(args.seed)
         self.generator = torch.Generator().manual_seed(args.seed)
         codec.decoder.sq_codec.requires_grad_(False)
         if args.decoder_only:
@@ -359,6 +359,16 @@ class CodecTrainer:
             attention[row, : len(sequence)] = 1
         return input_ids, attention
 
+    def _run_branches(self, features):
+        """Reasoning branch (with its query outputs) and reconstruction branches (with their RVQ inputs)."""
+        codec = self.codec
+        reasoning = codec.reasoning_encoder(features.whisper, features.music_semantic, return_hidden_states=True)
+        reconstruction = codec.reconstruction_encoder(
+            features.whisper, features.wavlm, features.music_acoustic, features.music_semantic, reasoning.quantized,
+            return_intermediates=True,
+        )
+        return reasoning, reconstruction
+
     @torch.no_grad()
     def frozen_reconstruction_features(self, batch: list[CorpusItem]) -> tuple[torch.Tensor, int]:
         """`decoder_only`: quantized reconstruction features of each clip (fixed tokens: computed once, cached)."""
@@ -366,11 +376,7 @@ class CodecTrainer:
         missing = [item for item in batch if item.id not in self._features]
         if missing:
             windows, lengths = self._windows(missing)
-            features = codec.extract_features(windows)
-            reasoning = codec.reasoning_encoder(features.whisper, features.music_semantic)
-            reconstruction = codec.reconstruction_encoder(
-                features.whisper, features.wavlm, features.music_acoustic, features.music_semantic, reasoning.quantized
-            )
+            _, reconstruction = self._run_branches(codec.extract_features(windows))
             for item, length, quantized in zip(missing, lengths, reconstruction.quantized):
                 self._features[item.id] = quantized[: codec._num_output_frames(length)[1]]
         features = [self._features[item.id] for item in batch]
@@ -409,12 +415,7 @@ class CodecTrainer:
             flow_loss = self.flow_matching_loss(batch, quantized, num_reconstruction, train)
             return {"loss": flow_loss, "flow_loss": flow_loss.item()}
         windows, lengths = self._windows(batch)
-        features = codec.extract_features(windows)
-        reasoning = codec.reasoning_encoder(features.whisper, features.music_semantic, return_hidden_states=True)
-        reconstruction = codec.reconstruction_encoder(
-            features.whisper, features.wavlm, features.music_acoustic, features.music_semantic, reasoning.quantized,
-            return_intermediates=True,
-        )
+        reasoning, reconstruction = self._run_branches(codec.extract_features(windows))
         frames = [codec._num_output_frames(length) for length in lengths]
         num_reasoning = torch.tensor([min(f[0], reasoning.codes.shape[1]) for f in frames])
         num_reconstruction = min(min(f[1] for f in frames), reconstruction.codes.shape[1])
@@ -435,12 +436,12 @@ class CodecTrainer:
 
         if train:
             with torch.no_grad():
-                codes = {
-                    "reasoning": reasoning.codes[:, : int(num_reasoning.max())],
-                    "phone": reconstruction.codes[:, :num_reconstruction, :1],
-                    "semantic": reconstruction.codes[:, :num_reconstruction, 1:2],
-                    "acoustic": reconstruction.codes[:, :num_reconstruction, 2:],
-                }
+                codes = {"reasoning": reasoning.codes[:, : int(num_reasoning.max())]}
+                start = 0
+                for name in ("phone", "semantic", "acoustic"):  # the level order of the reconstruction codes
+                    end = start + self.quantizers[name].num_quantizers
+                    codes[name] = reconstruction.codes[:, :num_reconstruction, start:end]
+                    start = end
                 for name, value in codes.items():
                     flat = value.reshape(-1, value.shape[-1])
                     for level in range(flat.shape[-1]):
@@ -462,11 +463,8 @@ class CodecTrainer:
         features = codec.extract_features(windows)
         reasoning = codec.reasoning_encoder(features.whisper, features.music_semantic, return_hidden_states=True)
         reseed_codebooks(self.quantizers["reasoning"], reasoning.query_outputs, generator=self.generator)
-        reasoning = codec.reasoning_encoder(features.whisper, features.music_semantic)
-        reconstruction = codec.reconstruction_encoder(
-            features.whisper, features.wavlm, features.music_acoustic, features.music_semantic, reasoning.quantized,
-            return_intermediates=True,
-        )
+        # The reconstruction branches are conditioned on the re-seeded reasoning codes.
+        _, reconstruction = self._run_branches(features)
         for name in ("phone", "semantic", "acoustic"):
             reseed_codebooks(self.quantizers[name], reconstruction.modulated[name], generator=self.generator)
         self.initialized = True
