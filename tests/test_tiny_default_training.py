@@ -136,6 +136,22 @@ def test_reseed_codebooks_replaces_only_unused_entries():
     assert changed == [[3], [5]]
 
 
+def test_fresh_sq_codec_passes_its_input_through():
+    # The collapse this guards against: with PyTorch's default init (random biases, Kaiming-uniform a=sqrt(5)) the
+    # 50-odd PReLU convolutions wash the input out, the latents barely depend on the waveform (loud/quiet ratio ~1.4)
+    # and the decoder's output barely depends on the latents (~3 %), so training settles on the average spectrum.
+    torch.manual_seed(0)
+    sq_codec = ReasoningCodecModel(fast_codec_config()).decoder.sq_codec.eval()
+    hop = sq_codec.decoder.num_samples * int(np.prod([block.upsample.stride[0] for block in sq_codec.decoder.blocks]))
+    waveform = 0.1 * torch.randn(1, 1, 20 * hop)
+    waveform[..., : 10 * hop] *= 0.1
+    with torch.no_grad():
+        latents = sq_codec.encode(waveform)
+        assert latents[..., 10:].std() > 3 * latents[..., :10].std()
+        first, second = (sq_codec.decoder(0.3 * torch.randn(1, latents.shape[1], 20)) for _ in range(2))
+    assert (first - second).std() > 0.5 * first.std()
+
+
 def test_sq_codec_training_reduces_the_reconstruction_loss(tmp_path):
     corpus = write_synthetic_corpus(tmp_path / "corpus")
     torch.manual_seed(0)
