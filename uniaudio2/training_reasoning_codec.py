@@ -100,34 +100,46 @@ def length_bucketed_batches(items: list[CorpusItem], batch_size: int, rng: rando
 
 
 class SpectralReconstructionLoss(nn.Module):
-    """Multi-resolution STFT loss (spectral convergence + log-magnitude L1) plus a log-mel L1 term."""
+    """
+    Multi-resolution log-power STFT L1 plus a weighted log-mel L1. The floor `eps` on the power keeps the silent
+    high bands of synthesized speech (espeak-ng renders at 22.05 kHz, flite at 16 kHz) from dominating the loss.
+    """
 
-    def __init__(self, sampling_rate: int, fft_sizes=(512, 1024, 2048), num_mel_bins: int = 80):
+    def __init__(
+        self,
+        sampling_rate: int,
+        fft_sizes=(512, 1024, 2048),
+        num_mel_bins: int = 80,
+        mel_weight: float = 5.0,
+        eps: float = 1e-5,
+    ):
         super().__init__()
         self.fft_sizes = tuple(fft_sizes)
         for n_fft in self.fft_sizes:
             self.register_buffer(f"window_{n_fft}", torch.hann_window(n_fft), persistent=False)
         self.mel_fft = 1024
+        self.mel_weight = mel_weight
+        self.eps = eps
         self.register_buffer(
             "mel_filters", htk_mel_filter_bank(self.mel_fft // 2 + 1, num_mel_bins, sampling_rate), persistent=False
         )
 
-    def _magnitude(self, waveform: torch.Tensor, n_fft: int) -> torch.Tensor:
+    def power(self, waveform: torch.Tensor, n_fft: int) -> torch.Tensor:
+        """`|STFT|^2` `(batch, freq, frames)` with a Hann window and hop `n_fft // 4`."""
         window = getattr(self, f"window_{n_fft}")
-        stft = torch.stft(waveform, n_fft, n_fft // 4, window=window, return_complex=True)
-        return stft.abs().clamp(min=1e-7)
+        return torch.stft(waveform, n_fft, n_fft // 4, window=window, return_complex=True).abs().pow(2)
+
+    def log_mel(self, power: torch.Tensor) -> torch.Tensor:
+        return (power.transpose(1, 2) @ self.mel_filters + self.eps).log()
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = prediction.new_zeros(())
         for n_fft in self.fft_sizes:
-            predicted, reference = self._magnitude(prediction, n_fft), self._magnitude(target, n_fft)
-            convergence = torch.linalg.norm(reference - predicted) / torch.linalg.norm(reference).clamp(min=1e-7)
-            loss = loss + convergence + F.l1_loss(predicted.log(), reference.log())
+            predicted, reference = self.power(prediction, n_fft), self.power(target, n_fft)
+            loss = loss + F.l1_loss((predicted + self.eps).log(), (reference + self.eps).log()) / len(self.fft_sizes)
             if n_fft == self.mel_fft:
-                mel_predicted = (predicted.pow(2).transpose(1, 2) @ self.mel_filters).clamp(min=1e-7).log()
-                mel_reference = (reference.pow(2).transpose(1, 2) @ self.mel_filters).clamp(min=1e-7).log()
-                loss = loss + F.l1_loss(mel_predicted, mel_reference)
-        return loss / len(self.fft_sizes)
+                loss = loss + self.mel_weight * F.l1_loss(self.log_mel(predicted), self.log_mel(reference))
+        return loss
 
 
 class ReasoningTextAligner(nn.Module):
@@ -208,7 +220,7 @@ class CodecTrainingArguments:
     sq_batch_size: int = 8
     sq_crop_seconds: float = 0.8
     sq_learning_rate: float = 1e-3
-    sq_unquantized_fraction: float = 0.5
+    sq_unquantized_fraction: float = 0.0
     steps: int = 1800
     batch_size: int = 8
     learning_rate: float = 1e-3
@@ -246,9 +258,7 @@ def _random_crops(items: list[CorpusItem], batch_size: int, crop: int, rng: rand
 def sq_codec_forward(sq_codec, waveform: torch.Tensor, quantize: bool = True) -> torch.Tensor:
     """
     Auto-encode `(batch, samples)` on the training path of the SQ-codec: straight-through rounding of the latents
-    (`quantize=True`), or none. Training starts without rounding: at initialisation the latents are far smaller than
-    a quantization step, so rounding (or noise of that width) would hide every input from the decoder, which then only
-    learns the average spectrum.
+    (`quantize=True`), or none (`CodecTrainingArguments.sq_unquantized_fraction` of the steps can run unrounded).
     """
     latents = sq_codec.encode(waveform[:, None])
     if quantize:
@@ -268,7 +278,8 @@ def train_sq_codec(codec: ReasoningCodecModel, items: list[CorpusItem], args: Co
     optimizer = torch.optim.AdamW(sq_codec.parameters(), lr=args.sq_learning_rate)
     scheduler = _cosine_schedule(optimizer, args.warmup_steps, args.sq_steps)
     smoothed = None
-    for step in tqdm(range(args.sq_steps), desc="SQ-codec"):
+    progress = tqdm(range(args.sq_steps), desc="SQ-codec")
+    for step in progress:
         waveform = _random_crops(items, args.sq_batch_size, crop, rng)
         quantize = step >= args.sq_unquantized_fraction * args.sq_steps
         loss = criterion(sq_codec_forward(sq_codec, waveform, quantize), waveform)
@@ -281,8 +292,10 @@ def train_sq_codec(codec: ReasoningCodecModel, items: list[CorpusItem], args: Co
         scheduler.step()
         value = loss.item()
         smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
-        if log is not None and (step + 1) % args.log_every == 0:
-            log({"stage": "sq_codec", "step": step + 1, "loss": round(smoothed, 4)})
+        if (step + 1) % args.log_every == 0:
+            progress.set_postfix(loss=f"{smoothed:.3f}")
+            if log is not None:
+                log({"stage": "sq_codec", "step": step + 1, "loss": round(smoothed, 4)})
     sq_codec.eval()
     return {"sq_loss": smoothed}
 
@@ -526,7 +539,8 @@ def train_codec(
     rng = random.Random(args.seed)
     batches: list = []
     running: dict = {}
-    for step in tqdm(range(args.steps), desc="ReasoningCodec"):
+    progress = tqdm(range(args.steps), desc="ReasoningCodec")
+    for step in progress:
         if not batches:
             batches = length_bucketed_batches(train_items, args.batch_size, rng)
         output = trainer.step(batches.pop())
@@ -536,8 +550,10 @@ def train_codec(
             perplexities = trainer.reseed_dead_codes()
             if log is not None:
                 log({"stage": "codec", "step": step + 1, "codebook_perplexity": perplexities})
-        if log is not None and (step + 1) % args.log_every == 0:
-            log({"stage": "codec", "step": step + 1, **{key: round(value, 4) for key, value in running.items()}})
+        if (step + 1) % args.log_every == 0:
+            progress.set_postfix({key: f"{value:.3f}" for key, value in running.items() if key.endswith("loss")})
+            if log is not None:
+                log({"stage": "codec", "step": step + 1, **{key: round(value, 4) for key, value in running.items()}})
     codec.eval()
     metrics = trainer.evaluate(eval_items, args.batch_size) if eval_items else {}
     return {**{f"train_{key}": round(value, 4) for key, value in running.items()}, **metrics}
