@@ -369,6 +369,24 @@ def codec_bitrate(codec_config) -> dict:
             "bps": frame_rate * codebooks * math.log2(codebook_size)}
 
 
+def sq_latent_bitrate(codec_config) -> float:
+    """Bitrate of the SQ-codec's rounded latents: frame rate x latent dims x log2(2 * levels + 1)."""
+    decoder = codec_config.decoder_config
+    levels = 2 * int(decoder.sq_quantization_levels) + 1
+    return codec_config.sampling_rate / decoder.hop_length * decoder.latent_dim * math.log2(levels)
+
+
+@torch.no_grad()
+def sq_codec_roundtrip(codec, audio: np.ndarray) -> tuple[np.ndarray, int]:
+    """Waveform -> rounded SQ latents -> waveform, without the tokens and the DiT; returns (audio, latent values)."""
+    sq_codec = codec.decoder.sq_codec
+    hop = codec.config.decoder_config.hop_length
+    waveform = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+    waveform = torch.nn.functional.pad(waveform, (0, -waveform.shape[0] % hop))
+    latents = sq_codec.encode(waveform[None, None])
+    return sq_codec.decode(latents)[0, 0, : len(audio)].numpy(), latents.numel()
+
+
 def _summarise(scores: list[dict], refs, hyps, normalizer) -> dict:
     pesq_values = [s["pesq_wb"] for s in scores if s["pesq_wb"] is not None]
     return {
@@ -388,6 +406,9 @@ def run_codec(
     codec = feature_extractor.codec
     rate = feature_extractor.sampling_rate
     systems = {"ReasoningCodec (bundle)": {"nominal_bps": codec_bitrate(codec.config)["bps"], "kind": "codec"}}
+    # The decoder's ceiling: the SQ-codec alone, fed its own rounded latents (what the DiT learns to generate).
+    systems["SQ-codec latents alone"] = {"nominal_bps": sq_latent_bitrate(codec.config), "kind": "sq"}
+    sq_bits_per_value = math.log2(2 * codec.config.decoder_config.sq_quantization_levels + 1)
     for kbps in opus_kbps:
         systems[f"Opus {kbps:g} kbps"] = {"nominal_bps": 1000.0 * kbps, "kind": "opus", "arg": kbps}
     for mode in codec2_modes:
@@ -414,6 +435,10 @@ def run_codec(
                     if save_dir is not None:
                         sf.write(save_dir / f"codec_{index:04d}_{item['id']}.wav", np.clip(audio, -1, 1), rate,
                                  subtype="PCM_16")
+                elif system["kind"] == "sq":
+                    audio, values = sq_codec_roundtrip(codec, to_rate(item["waveform"], item["rate"], rate))
+                    bits[name] += values * sq_bits_per_value
+                    degraded16 = to_rate(audio, rate, JUDGE_RATE)
                 else:
                     begin = time.perf_counter()
                     roundtrip = opus_roundtrip if system["kind"] == "opus" else codec2_roundtrip
@@ -421,7 +446,7 @@ def run_codec(
                     baseline_s += time.perf_counter() - begin
                     bits[name] += used
                 scores[name].append(pesq_stoi(reference16, degraded16))
-                if system["kind"] == "codec" or baseline_wer:
+                if system["kind"] in ("codec", "sq") or baseline_wer:
                     hyps[name].append(judge.transcribe(degraded16, JUDGE_RATE))
             item["judge_codec"] = hyps["ReasoningCodec (bundle)"][-1]
     audio_seconds = sum(item["seconds"] for item in items)
