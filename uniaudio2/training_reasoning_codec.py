@@ -216,10 +216,10 @@ def codebook_perplexity(usage: torch.Tensor) -> float:
 class CodecTrainingArguments:
     """Hyper-parameters of both stages (defaults: the tiny default model's run)."""
 
-    sq_steps: int = 1000
+    sq_steps: int = 3000
     sq_batch_size: int = 8
-    sq_crop_seconds: float = 0.8
-    sq_learning_rate: float = 1e-3
+    sq_crop_seconds: float = 0.6
+    sq_learning_rate: float = 2e-3
     sq_unquantized_fraction: float = 0.0
     steps: int = 1800
     batch_size: int = 8
