@@ -39,8 +39,7 @@ from .configuration_reasoning_codec import (
 from .modeling_reasoning_codec_decoder import (
     ReasoningCodecDecoder,
     ReasoningCodecDecoderOutput,
-    ReasoningCodecSQConv1d,
-    ReasoningCodecSQConvTranspose1d,
+    init_reasoning_codec_decoder_weights,
 )
 
 
@@ -786,6 +785,8 @@ class ReasoningCodecPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module):
         std = self.config.initializer_range
+        if init_reasoning_codec_decoder_weights(module, std):
+            return
         if isinstance(module, ReasoningCodecCodebook):
             init.normal_(module.embed, mean=0.0, std=1.0)
         elif isinstance(module, ReasoningCodecQueryTransformerBlock):
@@ -801,16 +802,6 @@ class ReasoningCodecPreTrainedModel(PreTrainedModel):
             base = self.config.music_ssl_config.rotary_embedding_base
             inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
             init.copy_(module.inv_freq, inv_freq)
-        elif isinstance(module, (ReasoningCodecSQConv1d, ReasoningCodecSQConvTranspose1d)):
-            # The SQ-codec is a deep PReLU conv stack: a 0.02-std init would silence it, so it keeps PyTorch's
-            # fan-in scaled default (Kaiming-uniform weights and biases).
-            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-            if module.bias is not None:
-                fan_in = module.weight.shape[1] * module.weight[0, 0].numel()
-                if isinstance(module, nn.ConvTranspose1d):
-                    fan_in = module.weight.shape[0] * module.weight[0, 0].numel()
-                bound = 1 / math.sqrt(fan_in)
-                init.uniform_(module.bias, -bound, bound)
         elif isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:

@@ -90,12 +90,16 @@ class ReasoningCodecDecoderOutput(ModelOutput):
 
 
 class ReasoningCodecSQConv1d(nn.Conv1d):
-    """Conv1d with either causal left padding `dilation * (kernel_size - 1)` or symmetric "same" padding."""
+    """
+    Conv1d with either causal left padding `dilation * (kernel_size - 1)` or symmetric "same" padding. `init_gain`
+    scales the weights drawn by `_init_weights` (smaller for the last convolution of a residual branch).
+    """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, dilation=1, causal=False):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, dilation=1, causal=False, init_gain=1.0):
         padding = 0 if causal else (kernel_size * dilation - dilation) // 2
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation, padding=padding)
         self.causal_padding = dilation * (kernel_size - 1) if causal else 0
+        self.init_gain = init_gain
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         if self.causal_padding > 0:
@@ -110,12 +114,17 @@ class ReasoningCodecSQConvTranspose1d(nn.ConvTranspose1d):
         padding = 0 if causal else (kernel_size - stride) // 2
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding)
         self.causal = causal
+        self.init_gain = 1.0
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         hidden_states = super().forward(hidden_states)
         if self.causal:
             hidden_states = hidden_states[..., : -self.stride[0]]
         return hidden_states
+
+
+RESIDUAL_INIT_GAIN = 0.1
+OUTPUT_INIT_GAIN = 0.03
 
 
 class ReasoningCodecSQResidualUnit(nn.Module):
@@ -125,7 +134,8 @@ class ReasoningCodecSQResidualUnit(nn.Module):
         super().__init__()
         self.conv1 = ReasoningCodecSQConv1d(channels, channels, kernel_size, dilation=dilation, causal=causal)
         self.act1 = nn.PReLU()
-        self.conv2 = ReasoningCodecSQConv1d(channels, channels, 1, causal=causal)
+        # Started small so that the 25 stacked residual units begin close to the identity.
+        self.conv2 = ReasoningCodecSQConv1d(channels, channels, 1, causal=causal, init_gain=RESIDUAL_INIT_GAIN)
         self.act2 = nn.PReLU()
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -193,8 +203,9 @@ class ReasoningCodecSQDecoder(nn.Module):
                 channels[-1], channels[-1], config.sq_kernel_size, causal=config.sq_causal
             )
             self.post_act = nn.PReLU()
+        # Started quiet: a loud random waveform at initialisation drives the first updates to shrink the latents.
         self.output_conv = ReasoningCodecSQConv1d(
-            channels[-1], config.sq_num_bands, config.sq_kernel_size, causal=config.sq_causal
+            channels[-1], config.sq_num_bands, config.sq_kernel_size, causal=config.sq_causal, init_gain=OUTPUT_INIT_GAIN
         )
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
@@ -843,7 +854,16 @@ def init_reasoning_codec_decoder_weights(module: nn.Module, std: float = 0.02) -
     elif isinstance(module, nn.PReLU):
         init.constant_(module.weight, 0.25)
     elif isinstance(module, (ReasoningCodecSQConv1d, ReasoningCodecSQConvTranspose1d)):
-        init.normal_(module.weight, mean=0.0, std=std)
+        # The SQ-codec is a deep PReLU conv stack without normalisation. Neither a small-std init nor PyTorch's default
+        # (Kaiming-uniform with a=sqrt(5) and random biases) lets a signal through it: its output starts independent
+        # of its input and training settles on the average spectrum. He init for PReLU(0.25), zero biases and small
+        # residual branches (`init_gain`) keep the signal's scale through every stage.
+        if isinstance(module, ReasoningCodecSQConvTranspose1d):
+            fan_in = module.weight.shape[0] * module.weight.shape[2] / module.stride[0]
+        else:
+            fan_in = module.weight.shape[1] * module.weight.shape[2]
+        gain = math.sqrt(2.0 / (1.0 + 0.25**2)) * module.init_gain
+        init.normal_(module.weight, mean=0.0, std=gain / math.sqrt(fan_in))
         if module.bias is not None:
             init.zeros_(module.bias)
     else:
