@@ -369,11 +369,15 @@ def codec_bitrate(codec_config) -> dict:
             "bps": frame_rate * codebooks * math.log2(codebook_size)}
 
 
+def sq_bits_per_value(codec_config) -> float:
+    """Bits of one rounded SQ latent value: `round(levels * z) / levels` with z in [-1, 1] takes 2 * levels + 1 values."""
+    return math.log2(2 * int(codec_config.decoder_config.sq_quantization_levels) + 1)
+
+
 def sq_latent_bitrate(codec_config) -> float:
-    """Bitrate of the SQ-codec's rounded latents: frame rate x latent dims x log2(2 * levels + 1)."""
+    """Bitrate of the SQ-codec's rounded latents: frame rate x latent dims x bits per value."""
     decoder = codec_config.decoder_config
-    levels = 2 * int(decoder.sq_quantization_levels) + 1
-    return codec_config.sampling_rate / decoder.hop_length * decoder.latent_dim * math.log2(levels)
+    return codec_config.sampling_rate / decoder.hop_length * decoder.latent_dim * sq_bits_per_value(codec_config)
 
 
 @torch.no_grad()
@@ -408,7 +412,6 @@ def run_codec(
     systems = {"ReasoningCodec (bundle)": {"nominal_bps": codec_bitrate(codec.config)["bps"], "kind": "codec"}}
     # The decoder's ceiling: the SQ-codec alone, fed its own rounded latents (what the DiT learns to generate).
     systems["SQ-codec latents alone"] = {"nominal_bps": sq_latent_bitrate(codec.config), "kind": "sq"}
-    sq_bits_per_value = math.log2(2 * codec.config.decoder_config.sq_quantization_levels + 1)
     for kbps in opus_kbps:
         systems[f"Opus {kbps:g} kbps"] = {"nominal_bps": 1000.0 * kbps, "kind": "opus", "arg": kbps}
     for mode in codec2_modes:
@@ -437,7 +440,7 @@ def run_codec(
                                  subtype="PCM_16")
                 elif system["kind"] == "sq":
                     audio, values = sq_codec_roundtrip(codec, to_rate(item["waveform"], item["rate"], rate))
-                    bits[name] += values * sq_bits_per_value
+                    bits[name] += values * sq_bits_per_value(codec.config)
                     degraded16 = to_rate(audio, rate, JUDGE_RATE)
                 else:
                     begin = time.perf_counter()
