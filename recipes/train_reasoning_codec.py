@@ -19,8 +19,9 @@ Train a small ReasoningCodec on a corpus made by `recipes/make_tiny_corpus.py` (
         --tokenizer_dir outputs/tiny_tokenizer
 
 `--init_from DIR --reinit_decoder --decoder_only true` retrains only the decoder (SQ-codec, then the DiT) of a trained
-codec: its tokens do not change, so a language model trained on them stays valid. The text aligner needs a tokenizer: `--tokenizer_dir` loads one, or trains a byte-level BPE on the corpus text and
-saves it there when the directory does not exist yet. `--config` takes a `ReasoningCodecConfig` json (default: the
+codec: its tokens do not change, so a language model trained on them stays valid. The text aligner needs a tokenizer:
+`--tokenizer_dir` loads one, or trains a byte-level BPE on the corpus text and saves it there when the directory does
+not exist yet. `--config` takes a `ReasoningCodecConfig` json (default: the
 tiny default geometry, `uniaudio2.tiny_default.small_codec_config`).
 """
 
@@ -83,13 +84,14 @@ def main(argv=None) -> int:
         config = small_codec_config()
     try:
         tokenizer = corpus_tokenizer(args.corpus, args.tokenizer_dir)
-        torch.manual_seed(training_args.seed)
-        codec = ReasoningCodecModel(config)
         if args.init_from:
-            fresh_decoder = codec.decoder.state_dict()
             codec = ReasoningCodecModel.from_pretrained(args.init_from)
             if args.reinit_decoder:
-                codec.decoder.load_state_dict(fresh_decoder)
+                torch.manual_seed(training_args.seed)
+                codec.decoder.load_state_dict(ReasoningCodecModel(config).decoder.state_dict())
+        else:
+            torch.manual_seed(training_args.seed)
+            codec = ReasoningCodecModel(config)
         summary = run_codec_training(codec, tokenizer, args.corpus, args.output_dir, training_args, args.train_limit)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

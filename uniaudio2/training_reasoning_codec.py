@@ -17,8 +17,8 @@ Training of a (small) ReasoningCodec from paired audio and text, following the U
 Two stages, as in the paper (the SQ-codec is trained first, then everything that produces and consumes the tokens):
 
 1. **SQ-codec** (`train_sq_codec`): the scalar-quantized waveform auto-encoder whose latents the flow decoder
-   generates. Unrounded latents first, then straight-through rounding of the `tanh` latents; multi-resolution STFT +
-   log-mel reconstruction loss.
+   generates. Straight-through rounding of the `tanh` latents (optionally after some unrounded steps);
+   multi-resolution log-power STFT + log-mel reconstruction loss.
 2. **Tokenizer and decoder** (`train_codec`), with the SQ-codec frozen:
    - the *reconstruction* branches (phone / semantic / acoustic RVQs, FiLM-modulated by the reasoning features) and
      the DiT flow-matching decoder, trained end to end with the conditional flow-matching loss on SQ latents
