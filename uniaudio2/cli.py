@@ -71,18 +71,10 @@ def _load_model_dir(model_dir: str):
 
 # ------------------------------------------------------------------------------------------------------ commands
 def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
-    """Corpus WER: word-level edit distance summed over the pairs, divided by the number of reference words."""
-    errors = words = 0
-    for reference, hypothesis in zip(references, hypotheses):
-        ref, hyp = _normalize_text(reference).split(), _normalize_text(hypothesis).split()
-        row = list(range(len(hyp) + 1))
-        for i, ref_word in enumerate(ref, 1):
-            previous, row[0] = row[0], i
-            for j, hyp_word in enumerate(hyp, 1):
-                previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (ref_word != hyp_word))
-        errors += row[-1]
-        words += len(ref)
-    return errors / max(words, 1)
+    """Corpus WER (jiwer): word edits summed over the pairs over the reference words, after `_normalize_text`."""
+    import jiwer
+
+    return jiwer.wer([_normalize_text(r) for r in references], [_normalize_text(h) for h in hypotheses])
 
 
 def _normalize_text(text: str) -> str:
