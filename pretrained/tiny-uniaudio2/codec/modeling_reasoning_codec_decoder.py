@@ -123,6 +123,7 @@ class ReasoningCodecSQConvTranspose1d(nn.ConvTranspose1d):
         return hidden_states
 
 
+PRELU_INIT_SLOPE = 0.25
 RESIDUAL_INIT_GAIN = 0.1
 OUTPUT_INIT_GAIN = 0.03
 
@@ -852,17 +853,18 @@ def init_reasoning_codec_decoder_weights(module: nn.Module, std: float = 0.02) -
     elif isinstance(module, ReasoningCodecDiT):
         init.normal_(module.final_scale_shift_table, mean=0.0, std=module.hidden_size**-0.5)
     elif isinstance(module, nn.PReLU):
-        init.constant_(module.weight, 0.25)
+        init.constant_(module.weight, PRELU_INIT_SLOPE)
     elif isinstance(module, (ReasoningCodecSQConv1d, ReasoningCodecSQConvTranspose1d)):
         # The SQ-codec is a deep PReLU conv stack without normalisation. Neither a small-std init nor PyTorch's default
         # (Kaiming-uniform with a=sqrt(5) and random biases) lets a signal through it: its output starts independent
-        # of its input and training settles on the average spectrum. He init for PReLU(0.25), zero biases and small
-        # residual branches (`init_gain`) keep the signal's scale through every stage.
+        # of its input and training settles on the average spectrum. He init for the PReLUs' initial slope, zero
+        # biases and small residual branches (`init_gain`) keep the signal's scale through every stage.
         if isinstance(module, ReasoningCodecSQConvTranspose1d):
+            # Each output sample of a transposed convolution sums in_channels * kernel_size / stride inputs.
             fan_in = module.weight.shape[0] * module.weight.shape[2] / module.stride[0]
         else:
             fan_in = module.weight.shape[1] * module.weight.shape[2]
-        gain = math.sqrt(2.0 / (1.0 + 0.25**2)) * module.init_gain
+        gain = math.sqrt(2.0 / (1.0 + PRELU_INIT_SLOPE**2)) * module.init_gain
         init.normal_(module.weight, mean=0.0, std=gain / math.sqrt(fan_in))
         if module.bias is not None:
             init.zeros_(module.bias)
