@@ -19,7 +19,9 @@ Train a small ReasoningCodec on a corpus made by `recipes/make_tiny_corpus.py` (
         --tokenizer_dir outputs/tiny_tokenizer
 
 `--init_from DIR --reinit_decoder --decoder_only true` retrains only the decoder (SQ-codec, then the DiT) of a trained
-codec: its tokens do not change, so a language model trained on them stays valid. The text aligner needs a tokenizer:
+codec: its tokens do not change, so a language model trained on them stays valid. `--sq_codec_from DIR --sq_steps 0`
+does the opposite: a fresh codec whose SQ-codec (stage 1) is taken, frozen, from a trained one, so only stage 2
+(encoders, codebooks, text alignment, DiT) runs. The text aligner needs a tokenizer:
 `--tokenizer_dir` loads one, or trains a byte-level BPE on the corpus text and saves it there when the directory does
 not exist yet. `--config` takes a `ReasoningCodecConfig` json (default: the
 tiny default geometry, `uniaudio2.tiny_default.small_codec_config`).
@@ -50,6 +52,19 @@ def corpus_tokenizer(corpus_dir, tokenizer_dir, vocab_size: int = 512):
     return tokenizer
 
 
+def load_sq_codec(codec, source_dir) -> None:
+    """Copy the SQ-codec of the trained codec at `source_dir` into `codec` (their SQ-codec geometries must match)."""
+    from uniaudio2.modeling_reasoning_codec import ReasoningCodecModel
+
+    source = ReasoningCodecModel.from_pretrained(str(source_dir)).decoder.sq_codec
+    target = codec.decoder.sq_codec
+    shapes = {name: tuple(value.shape) for name, value in source.state_dict().items()}
+    expected = {name: tuple(value.shape) for name, value in target.state_dict().items()}
+    if shapes != expected:
+        raise ValueError(f"The SQ-codec of {source_dir} does not have the geometry of this codec's SQ-codec.")
+    target.load_state_dict(source.state_dict())
+
+
 def main(argv=None) -> int:
     from uniaudio2.configuration_reasoning_codec import ReasoningCodecConfig
     from uniaudio2.modeling_reasoning_codec import ReasoningCodecModel
@@ -66,6 +81,8 @@ def main(argv=None) -> int:
     parser.add_argument("--init_from", default=None, help="start from this trained codec instead of a fresh one")
     parser.add_argument("--reinit_decoder", action="store_true",
                         help="with --init_from: re-initialise the decoder (SQ-codec + DiT) before training it")
+    parser.add_argument("--sq_codec_from", default=None,
+                        help="take the SQ-codec weights of this trained codec (same SQ-codec geometry)")
     for field in dataclasses.fields(CodecTrainingArguments):
         kind = type(field.default)
         if kind is bool:
@@ -92,6 +109,8 @@ def main(argv=None) -> int:
         else:
             torch.manual_seed(training_args.seed)
             codec = ReasoningCodecModel(config)
+        if args.sq_codec_from:
+            load_sq_codec(codec, args.sq_codec_from)
         summary = run_codec_training(codec, tokenizer, args.corpus, args.output_dir, training_args, args.train_limit)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

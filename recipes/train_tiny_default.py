@@ -142,6 +142,8 @@ def main(argv=None) -> int:
     parser.add_argument("--num_sounds", type=int, default=800)
     parser.add_argument("--codec_sq_steps", type=int, default=3000)
     parser.add_argument("--codec_steps", type=int, default=1800)
+    parser.add_argument("--codec_sq_codec_from", default=None,
+                        help="take the (frozen) SQ-codec of this trained codec instead of training one")
     parser.add_argument("--stage1_steps", type=int, default=300)
     parser.add_argument("--stage2_steps", type=int, default=300)
     parser.add_argument("--stage3_steps", type=int, default=3000)
@@ -157,7 +159,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     from make_tiny_corpus import make_corpus
-    from train_reasoning_codec import corpus_tokenizer
+    from train_reasoning_codec import corpus_tokenizer, load_sq_codec
     from uniaudio2.configuration_reasoning_codec import ReasoningCodecConfig
     from uniaudio2.modeling_reasoning_codec import ReasoningCodecModel
     from uniaudio2.modeling_uniaudio2 import UniAudio2ForConditionalGeneration
@@ -187,7 +189,11 @@ def main(argv=None) -> int:
         torch.manual_seed(args.seed)
         codec_config = ReasoningCodecConfig.from_json_file(args.codec_config) if args.codec_config else small_codec_config()
         codec = ReasoningCodecModel(codec_config)
-        codec_args = CodecTrainingArguments(sq_steps=args.codec_sq_steps, steps=args.codec_steps, seed=args.seed)
+        sq_steps = args.codec_sq_steps
+        if args.codec_sq_codec_from:
+            load_sq_codec(codec, args.codec_sq_codec_from)
+            sq_steps = 0
+        codec_args = CodecTrainingArguments(sq_steps=sq_steps, steps=args.codec_steps, seed=args.seed)
         summary = run_codec_training(codec, tokenizer, corpus, codec_dir, codec_args)
         log({"step": "codec", **{k: v for k, v in summary.items() if k != "arguments"}})
     codec = ReasoningCodecModel.from_pretrained(str(codec_dir)).eval()

@@ -186,6 +186,36 @@ def test_codec_training_run_saves_a_working_codec(tmp_path):
     assert torch.isfinite(waveform).all() and waveform.shape[-1] == codes.reconstruction_codes.shape[-1] * 1920
 
 
+def test_codec_training_can_take_the_sq_codec_of_a_trained_codec(tmp_path):
+    from train_reasoning_codec import main as train_codec_main
+
+    corpus = write_synthetic_corpus(tmp_path / "corpus")
+    build_tiny_tokenizer(vocab_size=300, corpus=["low high tone beep soft loud"] * 4).save_pretrained(tmp_path / "tok")
+    config = fast_codec_config()
+    config.to_json_file(str(tmp_path / "config.json"))
+    torch.manual_seed(1)  # another seed than the run's, so that a fresh SQ-codec would differ from the source's
+    ReasoningCodecModel(config).save_pretrained(tmp_path / "source")
+    source = ReasoningCodecModel.from_pretrained(tmp_path / "source").decoder.sq_codec.state_dict()
+    common = ["--corpus", str(corpus), "--tokenizer_dir", str(tmp_path / "tok"), "--sq_steps", "0", "--steps", "2",
+              "--batch_size", "4", "--warmup_steps", "1", "--threads", "1"]
+    assert train_codec_main([*common, "--config", str(tmp_path / "config.json"), "--output_dir", str(tmp_path / "codec"),
+                             "--sq_codec_from", str(tmp_path / "source")]) == 0
+    trained = ReasoningCodecModel.from_pretrained(tmp_path / "codec")
+    assert all(torch.equal(trained.decoder.sq_codec.state_dict()[name], value) for name, value in source.items())
+    # Only the SQ-codec comes from the source: the rest is a fresh codec, trained.
+    source_dit = ReasoningCodecModel.from_pretrained(tmp_path / "source").decoder.dit.input_proj.linear.weight
+    assert not torch.equal(trained.decoder.dit.input_proj.linear.weight, source_dit)
+
+    # An SQ-codec of another geometry is refused, and the run leaves nothing behind.
+    wider = config.to_dict()
+    wider["decoder_config"]["sq_init_channel"] = 2 * config.decoder_config.sq_init_channel
+    ReasoningCodecConfig(**{k: v for k, v in wider.items() if k not in ("transformers_version", "model_type")}).to_json_file(
+        str(tmp_path / "wider.json"))
+    assert train_codec_main([*common, "--config", str(tmp_path / "wider.json"), "--output_dir", str(tmp_path / "out" / "c"),
+                             "--sq_codec_from", str(tmp_path / "source")]) == 1
+    assert not (tmp_path / "out" / "c").exists()
+
+
 def test_codec_training_errors_leave_nothing_behind(tmp_path):
     corpus = write_synthetic_corpus(tmp_path / "corpus")
     (corpus / "validation.jsonl").unlink()
