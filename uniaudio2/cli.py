@@ -114,7 +114,7 @@ def run_demo(args) -> int:
         if not (model_dir / "config.json").is_file():
             raise CLIError(
                 f"no trained model at {model_dir}. Rebuild it with `python recipes/train_tiny_default.py "
-                f"--output_dir {model_dir}` (about an hour on 2 CPU cores), or run `uniaudio2 demo --untrained`."
+                f"--output_dir {model_dir}` (a few hours on 2 CPU cores), or run `uniaudio2 demo --untrained`."
             )
         print(f"UniAudio 2.0 demo on the trained tiny default {model_dir} (model card: {model_dir / 'README.md'})")
     examples = _read_heldout(Path(args.heldout_dir))
