@@ -38,7 +38,7 @@ from uniaudio2.training_reasoning_codec import (  # noqa: E402
 SHIPPED_MODEL = REPO_ROOT / "pretrained" / "tiny-uniaudio2"
 HELDOUT_DIR = REPO_ROOT / "examples" / "heldout"
 VOICES = ["espeak-ng:en-us", "flite:slt"]
-MAX_HELDOUT_WER = 0.85  # the shipped model measures 0.69 on these clips; an untrained one measures >= 1.0
+MAX_HELDOUT_WER = 0.85  # the shipped model measures 0.70 on these clips; an untrained one measures >= 1.0
 
 
 def fast_codec_config() -> ReasoningCodecConfig:
