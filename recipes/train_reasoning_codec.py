@@ -56,6 +56,8 @@ def load_sq_codec(codec, source_dir) -> None:
     """Copy the SQ-codec of the trained codec at `source_dir` into `codec` (their SQ-codec geometries must match)."""
     from uniaudio2.modeling_reasoning_codec import ReasoningCodecModel
 
+    if not (Path(source_dir) / "config.json").is_file():
+        raise FileNotFoundError(f"No trained codec at {source_dir} (its config.json is missing).")
     source = ReasoningCodecModel.from_pretrained(str(source_dir)).decoder.sq_codec
     target = codec.decoder.sq_codec
     shapes = {name: tuple(value.shape) for name, value in source.state_dict().items()}

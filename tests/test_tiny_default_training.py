@@ -214,6 +214,9 @@ def test_codec_training_can_take_the_sq_codec_of_a_trained_codec(tmp_path):
     assert train_codec_main([*common, "--config", str(tmp_path / "wider.json"), "--output_dir", str(tmp_path / "out" / "c"),
                              "--sq_codec_from", str(tmp_path / "source")]) == 1
     assert not (tmp_path / "out" / "c").exists()
+    assert train_codec_main([*common, "--config", str(tmp_path / "config.json"), "--output_dir", str(tmp_path / "out" / "c"),
+                             "--sq_codec_from", str(tmp_path / "missing")]) == 1
+    assert not (tmp_path / "out" / "c").exists()
 
 
 def test_codec_training_errors_leave_nothing_behind(tmp_path):
