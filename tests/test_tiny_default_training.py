@@ -195,16 +195,16 @@ def test_codec_training_can_take_the_sq_codec_of_a_trained_codec(tmp_path):
     config.to_json_file(str(tmp_path / "config.json"))
     torch.manual_seed(1)  # another seed than the run's, so that a fresh SQ-codec would differ from the source's
     ReasoningCodecModel(config).save_pretrained(tmp_path / "source")
-    source = ReasoningCodecModel.from_pretrained(tmp_path / "source").decoder.sq_codec.state_dict()
+    source = ReasoningCodecModel.from_pretrained(tmp_path / "source").decoder
     common = ["--corpus", str(corpus), "--tokenizer_dir", str(tmp_path / "tok"), "--sq_steps", "0", "--steps", "2",
               "--batch_size", "4", "--warmup_steps", "1", "--threads", "1"]
     assert train_codec_main([*common, "--config", str(tmp_path / "config.json"), "--output_dir", str(tmp_path / "codec"),
                              "--sq_codec_from", str(tmp_path / "source")]) == 0
     trained = ReasoningCodecModel.from_pretrained(tmp_path / "codec")
-    assert all(torch.equal(trained.decoder.sq_codec.state_dict()[name], value) for name, value in source.items())
+    trained_sq_codec = trained.decoder.sq_codec.state_dict()
+    assert all(torch.equal(trained_sq_codec[name], value) for name, value in source.sq_codec.state_dict().items())
     # Only the SQ-codec comes from the source: the rest is a fresh codec, trained.
-    source_dit = ReasoningCodecModel.from_pretrained(tmp_path / "source").decoder.dit.input_proj.linear.weight
-    assert not torch.equal(trained.decoder.dit.input_proj.linear.weight, source_dit)
+    assert not torch.equal(trained.decoder.dit.input_proj.linear.weight, source.dit.input_proj.linear.weight)
 
     # An SQ-codec of another geometry is refused, and the run leaves nothing behind.
     wider = config.to_dict()
