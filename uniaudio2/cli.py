@@ -207,15 +207,24 @@ def run_text_to_audio(args) -> int:
     return 0
 
 
+def _load_feature_extractor(model_dir: str):
+    """The bundle's feature extractor, with its codec (AutoFeatureExtractor does not pass it the directory)."""
+    from transformers import AutoFeatureExtractor
+
+    extractor = AutoFeatureExtractor.from_pretrained(model_dir, trust_remote_code=True)
+    if not extractor.has_codec:
+        extractor.set_codec_source(model_dir)
+    return extractor
+
+
 def run_encode(args) -> int:
     from safetensors.torch import save_file
-    from transformers import AutoFeatureExtractor
 
     from .feature_extraction_uniaudio2 import read_audio_file
 
     model_dir = _load_model_dir(args.model)
     waveform, rate = read_audio_file(args.audio)
-    extractor = AutoFeatureExtractor.from_pretrained(model_dir, trust_remote_code=True)
+    extractor = _load_feature_extractor(model_dir)
     reasoning, reconstruction = extractor.encode(waveform, sampling_rate=rate)[0]
     tensors = {"reasoning_codes": reasoning.contiguous(), "reconstruction_codes": reconstruction.contiguous()}
     _atomic_write(Path(args.output), lambda name: save_file(tensors, name, metadata={"sampling_rate": str(rate)}))
@@ -227,7 +236,6 @@ def run_decode(args) -> int:
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-    from transformers import AutoFeatureExtractor
 
     model_dir = _load_model_dir(args.model)
     if not Path(args.codes).is_file():
@@ -238,7 +246,7 @@ def run_decode(args) -> int:
         raise CLIError(f"could not read {args.codes}: {error}") from error
     if "reconstruction_codes" not in tensors:
         raise CLIError(f"{args.codes} has no 'reconstruction_codes' tensor")
-    extractor = AutoFeatureExtractor.from_pretrained(model_dir, trust_remote_code=True)
+    extractor = _load_feature_extractor(model_dir)
     generator = torch.Generator().manual_seed(args.seed)
     audio = extractor.decode([tensors["reconstruction_codes"]], generator=generator, num_steps=args.num_steps)[0]
     _write_wav(Path(args.output), audio, extractor.sampling_rate)
