@@ -406,11 +406,19 @@ class ReasoningCodecMusicSSLEncoder(nn.Module):
         mel_db = self.mel(waveform)[..., :-1]
         return ((mel_db - self.config.mel_mean) / self.config.mel_std).unsqueeze(1)
 
-    def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, waveform: torch.Tensor | None = None, input_features: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """
-        `waveform` `(batch, samples)` at 24 kHz -> (acoustic, semantic) hidden states, each `(batch, hidden, frames)`.
+        `waveform` `(batch, samples)` at 24 kHz, or its standardised mel `input_features` (the output of
+        [`~ReasoningCodecMusicSSLEncoder.compute_mel`], `(batch, 1, num_mel_bins, frames)`) -> (acoustic, semantic)
+        hidden states, each `(batch, hidden, frames)`.
         """
-        hidden_states = self.compute_mel(waveform).to(self.proj.weight.dtype)
+        if (waveform is None) == (input_features is None):
+            raise ValueError("Pass exactly one of `waveform` and `input_features`.")
+        if input_features is None:
+            input_features = self.compute_mel(waveform)
+        hidden_states = input_features.to(self.proj.weight.dtype)
         for block in self.blocks:
             hidden_states = block(hidden_states)
         batch, channels, bands, frames = hidden_states.shape
