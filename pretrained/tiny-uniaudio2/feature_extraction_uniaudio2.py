@@ -86,14 +86,14 @@ class UniAudio2FeatureExtractor(SequenceFeatureExtractor):
     # ------------------------------------------------------------------------------------------------ codec handling
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        hub_kwargs = {
-            key: kwargs[key]
-            for key in ("cache_dir", "force_download", "local_files_only", "token", "revision")
-            if key in kwargs
-        }
         extractor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        extractor._codec_source = (str(pretrained_model_name_or_path), hub_kwargs)
+        extractor.set_codec_source(pretrained_model_name_or_path, **kwargs)
         return extractor
+
+    def set_codec_source(self, pretrained_model_name_or_path, **hub_kwargs) -> None:
+        """Load the codec, on first use, from the `codec_subfolder` of this directory or hub repository."""
+        keys = ("cache_dir", "force_download", "local_files_only", "token", "revision")
+        self._codec_source = (str(pretrained_model_name_or_path), {k: v for k, v in hub_kwargs.items() if k in keys})
 
     @property
     def codec(self):
@@ -101,8 +101,10 @@ class UniAudio2FeatureExtractor(SequenceFeatureExtractor):
         if self._codec is None:
             if self._codec_source is None:
                 raise ValueError(
-                    "This feature extractor has no codec: call `set_codec(ReasoningCodecModel...)` or load it with "
-                    "`from_pretrained` from a directory that has a codec subfolder."
+                    "This feature extractor has no codec: call `set_codec(ReasoningCodecModel...)` or "
+                    "`set_codec_source(directory)`, or load it with `UniAudio2FeatureExtractor.from_pretrained` or "
+                    "`AutoProcessor.from_pretrained` from a directory that has a codec subfolder (`AutoFeatureExtractor` "
+                    "does not tell the feature extractor which directory it was loaded from)."
                 )
             from .modeling_reasoning_codec import ReasoningCodecModel
 

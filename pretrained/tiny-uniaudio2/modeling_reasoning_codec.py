@@ -406,11 +406,19 @@ class ReasoningCodecMusicSSLEncoder(nn.Module):
         mel_db = self.mel(waveform)[..., :-1]
         return ((mel_db - self.config.mel_mean) / self.config.mel_std).unsqueeze(1)
 
-    def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, waveform: torch.Tensor | None = None, input_features: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """
-        `waveform` `(batch, samples)` at 24 kHz -> (acoustic, semantic) hidden states, each `(batch, hidden, frames)`.
+        `waveform` `(batch, samples)` at 24 kHz, or its standardised mel `input_features` (the output of
+        [`~ReasoningCodecMusicSSLEncoder.compute_mel`], `(batch, 1, num_mel_bins, frames)`) -> (acoustic, semantic)
+        hidden states, each `(batch, hidden, frames)`.
         """
-        hidden_states = self.compute_mel(waveform).to(self.proj.weight.dtype)
+        if (waveform is None) == (input_features is None):
+            raise ValueError("Pass exactly one of `waveform` and `input_features`.")
+        if input_features is None:
+            input_features = self.compute_mel(waveform)
+        hidden_states = input_features.to(self.proj.weight.dtype)
         for block in self.blocks:
             hidden_states = block(hidden_states)
         batch, channels, bands, frames = hidden_states.shape
@@ -895,10 +903,14 @@ class ReasoningCodecModel(ReasoningCodecPreTrainedModel):
             states.append(hidden_states)
         return states
 
-    def extract_features(self, waveform: torch.Tensor, return_intermediates: bool = False) -> ReasoningCodecFrozenFeatures:
+    def extract_features(
+        self, waveform: torch.Tensor, return_intermediates: bool = False, whisper_features: torch.Tensor | None = None
+    ) -> ReasoningCodecFrozenFeatures:
         """
         Runs the three frozen encoders on 24 kHz audio `(batch, samples)` and returns their features as the codec
-        branches consume them (channel first, cut to the music-SSL length).
+        branches consume them (channel first, cut to the music-SSL length). `whisper_features` `(batch, whisper_dim,
+        T50)`, the `whisper` output of an earlier call on the same audio, skips the Whisper encoder (a training loop
+        with a frozen Whisper caches them); the log-mel is then not computed either.
         """
         config = self.config
         waveform = waveform.float()
@@ -906,12 +918,16 @@ class ReasoningCodecModel(ReasoningCodecPreTrainedModel):
         latent_length = music_semantic.shape[-1]
         waveform_16k = self.resample_to_ssl_rate(waveform)
 
-        mel = self.whisper_feature_extractor(waveform_16k)
-        whisper = self.whisper_encoder(mel.to(self.dtype)).last_hidden_state
-        # Whisper frames run at ssl_sampling_rate / hop / 2 = 50 Hz (the second convolution has stride 2).
-        whisper_rate = config.ssl_sampling_rate / config.whisper_hop_length / 2
-        whisper_length = max(int(waveform.shape[-1] / config.sampling_rate * whisper_rate), 2 * latent_length)
-        whisper = whisper[:, :whisper_length].transpose(1, 2)
+        mel = None
+        if whisper_features is None:
+            mel = self.whisper_feature_extractor(waveform_16k)
+            whisper = self.whisper_encoder(mel.to(self.dtype)).last_hidden_state
+            # Whisper frames run at ssl_sampling_rate / hop / 2 = 50 Hz (the second convolution has stride 2).
+            whisper_rate = config.ssl_sampling_rate / config.whisper_hop_length / 2
+            whisper_length = max(int(waveform.shape[-1] / config.sampling_rate * whisper_rate), 2 * latent_length)
+            whisper = whisper[:, :whisper_length].transpose(1, 2)
+        else:
+            whisper = whisper_features.to(self.dtype)
 
         wavlm_input = F.pad(waveform_16k, (0, config.wavlm_extra_samples))
         states = self.wavlm_hidden_states(wavlm_input.to(self.dtype))

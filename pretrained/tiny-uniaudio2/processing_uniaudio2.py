@@ -103,6 +103,16 @@ class UniAudio2Processor(ProcessorMixin):
         self.max_length = max_length
         super().__init__(feature_extractor, tokenizer, chat_template=chat_template)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        extractor = processor.feature_extractor
+        if not extractor.has_codec:
+            # Since transformers 5.25 `ProcessorMixin` builds its feature extractor with `from_dict`, which never sees
+            # the directory: tell it where its codec lives.
+            extractor.set_codec_source(pretrained_model_name_or_path, **kwargs)
+        return processor
+
     # ------------------------------------------------------------------------------------------------------- ids
     def special_ids(self) -> GridSpecialIds:
         tokenizer = self.tokenizer
