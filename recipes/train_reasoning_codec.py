@@ -90,6 +90,21 @@ def pretrained_whisper_encoder(config, whisper_dir):
     return ReasoningCodecConfig.from_dict(values), state_dict
 
 
+def fresh_codec(config, whisper_from=None):
+    """
+    A randomly initialised `ReasoningCodecModel` of `config`; with `whisper_from` (a CTranslate2 Whisper model
+    directory) its Whisper encoder is that pretrained one, geometry included (see `pretrained_whisper_encoder`).
+    """
+    from uniaudio2.modeling_reasoning_codec import ReasoningCodecModel
+
+    if whisper_from is None:
+        return ReasoningCodecModel(config)
+    config, whisper_state = pretrained_whisper_encoder(config, whisper_from)
+    codec = ReasoningCodecModel(config)
+    codec.whisper_encoder.load_state_dict(whisper_state, strict=True)
+    return codec
+
+
 def main(argv=None) -> int:
     from uniaudio2.configuration_reasoning_codec import ReasoningCodecConfig
     from uniaudio2.modeling_reasoning_codec import ReasoningCodecModel
@@ -134,14 +149,10 @@ def main(argv=None) -> int:
                 torch.manual_seed(training_args.seed)
                 codec.decoder.load_state_dict(ReasoningCodecModel(config).decoder.state_dict())
         else:
-            whisper_state = None
             if args.whisper_from:
-                config, whisper_state = pretrained_whisper_encoder(config, args.whisper_from)
                 training_args.freeze_whisper = True
             torch.manual_seed(training_args.seed)
-            codec = ReasoningCodecModel(config)
-            if whisper_state is not None:
-                codec.whisper_encoder.load_state_dict(whisper_state, strict=True)
+            codec = fresh_codec(config, args.whisper_from)
         if args.sq_codec_from:
             load_sq_codec(codec, args.sq_codec_from)
         summary = run_codec_training(codec, tokenizer, args.corpus, args.output_dir, training_args, args.train_limit)

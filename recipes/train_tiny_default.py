@@ -164,7 +164,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     from make_tiny_corpus import make_corpus
-    from train_reasoning_codec import corpus_tokenizer, load_sq_codec, pretrained_whisper_encoder
+    from train_reasoning_codec import corpus_tokenizer, fresh_codec, load_sq_codec
     from uniaudio2.configuration_reasoning_codec import ReasoningCodecConfig
     from uniaudio2.modeling_reasoning_codec import ReasoningCodecModel
     from uniaudio2.modeling_uniaudio2 import UniAudio2ForConditionalGeneration
@@ -193,18 +193,13 @@ def main(argv=None) -> int:
     if not (codec_dir / "config.json").is_file():
         torch.manual_seed(args.seed)
         codec_config = ReasoningCodecConfig.from_json_file(args.codec_config) if args.codec_config else small_codec_config()
-        whisper_state = None
-        if args.codec_whisper_from:
-            codec_config, whisper_state = pretrained_whisper_encoder(codec_config, args.codec_whisper_from)
-        codec = ReasoningCodecModel(codec_config)
-        if whisper_state is not None:
-            codec.whisper_encoder.load_state_dict(whisper_state, strict=True)
+        codec = fresh_codec(codec_config, args.codec_whisper_from)
         sq_steps = args.codec_sq_steps
         if args.codec_sq_codec_from:
             load_sq_codec(codec, args.codec_sq_codec_from)
             sq_steps = 0
         codec_args = CodecTrainingArguments(
-            sq_steps=sq_steps, steps=args.codec_steps, seed=args.seed, freeze_whisper=whisper_state is not None
+            sq_steps=sq_steps, steps=args.codec_steps, seed=args.seed, freeze_whisper=args.codec_whisper_from is not None
         )
         summary = run_codec_training(codec, tokenizer, corpus, codec_dir, codec_args)
         log({"step": "codec", **{k: v for k, v in summary.items() if k != "arguments"}})
