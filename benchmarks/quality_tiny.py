@@ -25,9 +25,10 @@ independent models and metrics that nobody on the team wrote. Everything runs of
   sentences (the test wavs, synthesised by espeak-ng / flite).
 * [3] Codec reconstruction: the bundle's ReasoningCodec encodes and decodes each test clip; reported are the judge's WER
   on the reconstruction (target: within 5 points of the original) and PESQ-wb and STOI (16 kHz; the degraded signal
-  is aligned to the reference by cross-correlation first), next to Opus (opusenc/opusdec) and Codec2 (c2enc/c2dec)
-  at low bitrates on the same clips. The codec's bitrate is `reconstruction_frame_rate x codebooks x log2(codebook
-  size)` (decoding needs only the reconstruction codes); the baselines show their nominal and measured bitrates.
+  is first aligned to the reference by cross-correlating their RMS envelopes, see `align`), next to Opus
+  (opusenc/opusdec) and Codec2 (c2enc/c2dec) at low bitrates on the same clips. The codec's bitrate is
+  `reconstruction_frame_rate x codebooks x log2(codebook size)` (decoding needs only the reconstruction codes); the
+  baselines show their nominal and measured bitrates.
 * [4] Sound captioning: for `kind == "sound"` test items, the model's caption (task audio_caption) against the
   reference caption: exact-match rate and WER after normalisation.
 * [5] Timings: wall time of each part and real-time factors (processing seconds per second of audio; < 1 is faster
@@ -70,6 +71,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 JUDGE_RATE = 16000
 MAX_ALIGN_LAG_S = 0.5
+ALIGN_ENVELOPE_S = 0.005
 
 # Python module -> the pip distribution that provides it (what to install when it is missing).
 JUDGE_MODULES = {
@@ -200,14 +202,34 @@ def to_rate(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
-def align(reference: np.ndarray, degraded: np.ndarray, max_lag: int) -> tuple[np.ndarray, int]:
-    """Shift `degraded` by the lag (at most `max_lag` samples) maximising its |cross-correlation| with `reference`."""
+def rms_envelope(audio: np.ndarray, rate: int) -> np.ndarray:
+    """Mean-removed root-mean-square envelope of `audio` over `ALIGN_ENVELOPE_S` windows, one value per sample."""
+    width = max(1, int(ALIGN_ENVELOPE_S * rate))
+    power = np.convolve(np.asarray(audio, dtype=np.float64) ** 2, np.ones(width) / width, mode="same")
+    envelope = np.sqrt(np.maximum(power, 0.0))
+    return envelope - envelope.mean()
+
+
+def _best_lag(reference: np.ndarray, degraded: np.ndarray, low: int, high: int, absolute: bool) -> int:
     from scipy.signal import correlate, correlation_lags
 
-    corr = np.abs(correlate(degraded, reference, mode="full", method="fft"))
+    corr = correlate(degraded, reference, mode="full", method="fft")
+    corr = np.abs(corr) if absolute else corr
     lags = correlation_lags(len(degraded), len(reference), mode="full")
-    window = np.abs(lags) <= max_lag
-    lag = int(lags[window][np.argmax(corr[window])]) if corr[window].max() > 0 else 0
+    window = (lags >= low) & (lags <= high)
+    return int(lags[window][np.argmax(corr[window])]) if window.any() and corr[window].max() > 0 else 0
+
+
+def align(reference: np.ndarray, degraded: np.ndarray, max_lag: int, rate: int = JUDGE_RATE) -> tuple[np.ndarray, int]:
+    """
+    Shift `degraded` by its lag behind `reference` (at most `max_lag` samples). The lag is found on the two clips'
+    RMS envelopes, which every codec keeps, rather than on the waveforms, which the flow-matching decoder and Codec2
+    do not keep (their waveform cross-correlation peaks at arbitrary lags), then refined to the sample on the
+    waveforms within one envelope window (exact for waveform coders such as Opus).
+    """
+    coarse = _best_lag(rms_envelope(reference, rate), rms_envelope(degraded, rate), -max_lag, max_lag, absolute=False)
+    width = max(1, int(ALIGN_ENVELOPE_S * rate))
+    lag = _best_lag(reference, degraded, max(coarse - width, -max_lag), min(coarse + width, max_lag), absolute=True)
     aligned = np.zeros_like(reference)
     source = degraded[max(lag, 0):]
     start = max(-lag, 0)
@@ -533,7 +555,7 @@ def print_report(results: dict) -> None:
     print(f"  generated {tts['generated_seconds']:.1f} s of audio, RTF {_fmt(tts['model_rtf'], '.3f', 0)}, "
           f"{tts['failures']} generation failure(s)")
 
-    print("\n[3] Codec reconstruction (same clips; PESQ-wb / STOI at 16 kHz after cross-correlation alignment)")
+    print("\n[3] Codec reconstruction (same clips; PESQ-wb / STOI at 16 kHz after RMS-envelope alignment)")
     print(f"  {'system':<26}{'nominal bps':>12}{'measured':>10}{'WER %':>8}{'PESQ-wb':>9}{'STOI':>8}{'lag ms':>8}")
     print(f"  {'original audio':<26}{'-':>12}{'-':>10}{_fmt(_wer(codec['original']['judge_wer']))}"
           f"{'-':>9}{'-':>8}{'-':>8}")
