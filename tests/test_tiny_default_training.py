@@ -347,13 +347,17 @@ def test_train_tiny_default_runs_every_step_and_resumes(tmp_path):
         sys.executable, str(REPO_ROOT / "recipes" / "train_tiny_default.py"), "--work_dir", str(tmp_path / "work"),
         "--output_dir", str(tmp_path / "bundle"), "--corpus", str(corpus), "--codec_config", str(codec_config),
         "--lm_geometry", str(geometry), "--codec_sq_steps", "2", "--codec_steps", "2", "--stage1_steps", "2",
-        "--stage2_steps", "2", "--stage3_steps", "2", "--stage4_steps", "2", "--batch_size", "2", "--max_length", "256",
+        "--stage2_steps", "2", "--stage3_steps", "2", "--stage3_restarts", "2", "--stage4_steps", "2", "--batch_size", "2",
+        "--max_length", "256",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     steps = [json.loads(line)["step"] for line in open(tmp_path / "work" / "run_log.jsonl")]
-    assert steps == ["codec", "encode_train", "encode_validation", "stage1", "stage2", "stage3", "stage4", "bundle"]
+    assert steps == [
+        "codec", "encode_train", "encode_validation", "stage1", "stage2", "stage3", "stage3_2", "stage4", "bundle"
+    ]
+    assert (tmp_path / "work" / "stage3_2" / "model.safetensors").is_file()
     rows = datasets.Dataset.from_parquet(str(tmp_path / "work" / "rows" / "train.parquet"))
     assert set(rows["task"]) == {"ASR", "TTS", "audio_caption", "TTA"}
     assert all(len(row["reason_seq"]) == 8 and len(row["semantic_seq"]) == 8 for row in rows)
@@ -372,7 +376,7 @@ def test_train_tiny_default_runs_every_step_and_resumes(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     steps = [json.loads(line)["step"] for line in open(tmp_path / "work" / "run_log.jsonl")]
-    assert steps[-1] == "bundle" and steps.count("stage3") == 1
+    assert steps[-1] == "bundle" and steps.count("stage3") == 1 and steps.count("stage3_2") == 1
 
 
 # ---------------------------------------------------------------------------------------------------------------------
