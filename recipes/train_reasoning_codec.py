@@ -19,7 +19,9 @@ Train a small ReasoningCodec on a corpus made by `recipes/make_tiny_corpus.py` (
         --tokenizer_dir outputs/tiny_tokenizer
 
 `--init_from DIR --reinit_decoder --decoder_only true` retrains only the decoder (SQ-codec, then the DiT) of a trained
-codec: its tokens do not change, so a language model trained on them stays valid. `--sq_codec_from DIR --sq_steps 0`
+codec: its tokens do not change, so a language model trained on them stays valid. With `--config` the retrained
+decoder may have a wider SQ-codec (`SQ_WIDTH_FIELDS`; the SQ-codec starts fresh, the DiT from DIR's unless
+`--reinit_decoder`); `train_tiny_default.py --codec_decoder_from` puts such a decoder into the bundle. `--sq_codec_from DIR --sq_steps 0`
 does the opposite: a fresh codec whose SQ-codec (stage 1) is taken, frozen, from a trained one, so only stage 2
 (encoders, codebooks, text alignment, DiT) runs. The text aligner needs a tokenizer:
 `--tokenizer_dir` loads one, or trains a byte-level BPE on the corpus text and saves it there when the directory does
@@ -69,6 +71,59 @@ def load_sq_codec(codec, source_dir) -> None:
     target.load_state_dict(source.state_dict())
 
 
+SQ_WIDTH_FIELDS = (
+    "sq_init_channel", "sq_kernel_size", "sq_residual_kernel_size", "sq_delay_kernel_size",
+    "sq_downsample_kernel_sizes", "sq_upsample_kernel_sizes",
+)
+"""The SQ-codec fields that `trained_codec` lets a new config change: its width and kernels, not its latents."""
+
+_CONFIG_BOOKKEEPING = ("transformers_version", "architectures", "auto_map", "_name_or_path", "dtype")
+
+
+def _config_without_sq_width(config) -> dict:
+    def strip(values: dict, dropped=()) -> dict:
+        return {
+            key: strip(value) if isinstance(value, dict) else value
+            for key, value in values.items()
+            if key not in _CONFIG_BOOKKEEPING and key not in dropped
+        }
+
+    values = strip(config.to_dict())
+    values["decoder_config"] = strip(values["decoder_config"], SQ_WIDTH_FIELDS)
+    return values
+
+
+def trained_codec(init_dir, config=None, reinit_decoder: bool = False, seed: int = 0):
+    """
+    The trained codec at `init_dir`, to train further. `config` may give it another SQ-codec width (`SQ_WIDTH_FIELDS`);
+    everything else must be as trained. The tokenizing branches always keep their weights, so the codes, and a language
+    model trained on them, stay valid. The SQ-codec is freshly initialised (seed `seed`) when its width changes, the
+    whole decoder with `reinit_decoder`; the other decoder weights are kept.
+    """
+    from uniaudio2.modeling_reasoning_codec import ReasoningCodecModel
+
+    if not (Path(init_dir) / "config.json").is_file():
+        raise FileNotFoundError(f"No trained codec at {init_dir} (its config.json is missing).")
+    trained = ReasoningCodecModel.from_pretrained(str(init_dir))
+    config = trained.config if config is None else config
+    if _config_without_sq_width(config) != _config_without_sq_width(trained.config):
+        raise ValueError(
+            f"The config differs from that of the codec at {init_dir} outside the SQ-codec width "
+            f"({', '.join(SQ_WIDTH_FIELDS)}); its tokens would change."
+        )
+    new_width = any(
+        getattr(config.decoder_config, field) != getattr(trained.config.decoder_config, field) for field in SQ_WIDTH_FIELDS
+    )
+    fresh = ("decoder.",) if reinit_decoder else ("decoder.sq_codec.",) if new_width else ()
+    torch.manual_seed(seed)
+    codec = ReasoningCodecModel(config)
+    kept = {name: value for name, value in trained.state_dict().items() if not name.startswith(fresh)}
+    missing, unexpected = codec.load_state_dict(kept, strict=False)
+    if unexpected or any(not name.startswith(fresh) for name in missing):
+        raise ValueError(f"The weights of the codec at {init_dir} do not fit its config.")
+    return codec
+
+
 def pretrained_whisper_encoder(config, whisper_dir):
     """
     `(config, state_dict)`: `config` (a `ReasoningCodecConfig`) with the Whisper encoder geometry of the CTranslate2
@@ -107,7 +162,6 @@ def fresh_codec(config, whisper_from=None):
 
 def main(argv=None) -> int:
     from uniaudio2.configuration_reasoning_codec import ReasoningCodecConfig
-    from uniaudio2.modeling_reasoning_codec import ReasoningCodecModel
     from uniaudio2.tiny_default import small_codec_config
     from uniaudio2.training_reasoning_codec import CodecTrainingArguments, run_codec_training
 
@@ -144,10 +198,7 @@ def main(argv=None) -> int:
     try:
         tokenizer = corpus_tokenizer(args.corpus, args.tokenizer_dir)
         if args.init_from:
-            codec = ReasoningCodecModel.from_pretrained(args.init_from)
-            if args.reinit_decoder:
-                torch.manual_seed(training_args.seed)
-                codec.decoder.load_state_dict(ReasoningCodecModel(config).decoder.state_dict())
+            codec = trained_codec(args.init_from, config, args.reinit_decoder, training_args.seed)
         else:
             if args.whisper_from:
                 training_args.freeze_whisper = True

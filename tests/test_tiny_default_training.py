@@ -321,6 +321,39 @@ def test_codec_training_can_take_the_sq_codec_of_a_trained_codec(tmp_path):
     assert not (tmp_path / "out" / "c").exists()
 
 
+def _config_with(config: ReasoningCodecConfig, **decoder_changes) -> ReasoningCodecConfig:
+    values = config.to_dict()
+    values["decoder_config"].update(decoder_changes)
+    return ReasoningCodecConfig(**{k: v for k, v in values.items() if k not in ("transformers_version", "model_type")})
+
+
+def test_trained_codec_can_get_a_wider_sq_codec_and_keeps_its_codes(tmp_path):
+    from train_reasoning_codec import trained_codec
+
+    config = fast_codec_config()
+    torch.manual_seed(0)
+    ReasoningCodecModel(config).save_pretrained(tmp_path / "trained")
+    trained = ReasoningCodecModel.from_pretrained(tmp_path / "trained").eval()
+    width = config.decoder_config.sq_init_channel
+    wider = trained_codec(tmp_path / "trained", _config_with(config, sq_init_channel=2 * width), seed=3).eval()
+    assert wider.decoder.sq_codec.encoder.input_conv.out_channels == 2 * width
+    assert torch.equal(wider.decoder.dit.input_proj.linear.weight, trained.decoder.dit.input_proj.linear.weight)
+    audio = torch.from_numpy(np.random.default_rng(0).normal(0, 0.1, (1, 1, 24000)).astype(np.float32))
+    before, after = trained.encode(audio), wider.encode(audio)
+    assert torch.equal(before.reasoning_codes, after.reasoning_codes)
+    assert torch.equal(before.reconstruction_codes, after.reconstruction_codes)
+    # Same config, decoder re-initialised: the tokenizing weights are kept, the DiT is new.
+    fresh = trained_codec(tmp_path / "trained", reinit_decoder=True, seed=3)
+    kept = {name: value for name, value in trained.state_dict().items() if not name.startswith("decoder.")}
+    assert kept and all(torch.equal(fresh.state_dict()[name], value) for name, value in kept.items())
+    assert not torch.equal(fresh.decoder.dit.input_proj.linear.weight, trained.decoder.dit.input_proj.linear.weight)
+    # Anything that would change the tokens or the latents is refused.
+    with pytest.raises(ValueError, match="outside the SQ-codec width"):
+        trained_codec(tmp_path / "trained", _config_with(config, sq_quantization_levels=5))
+    with pytest.raises(FileNotFoundError, match="No trained codec"):
+        trained_codec(tmp_path / "missing")
+
+
 def test_codec_training_errors_leave_nothing_behind(tmp_path):
     corpus = write_synthetic_corpus(tmp_path / "corpus")
     (corpus / "validation.jsonl").unlink()
@@ -371,12 +404,32 @@ def test_train_tiny_default_runs_every_step_and_resumes(tmp_path):
     assert (tmp_path / "bundle" / "training_log.jsonl").is_file()
     assert (tmp_path / "bundle" / "codec" / "training_summary.json").is_file()
     assert processor.feature_extractor.codec.config.whisper_chunk_length == 2
+    codec_before = {name: value.clone() for name, value in processor.feature_extractor.codec.state_dict().items()}
 
     # A second run finds every result and only re-saves the bundle.
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     steps = [json.loads(line)["step"] for line in open(tmp_path / "work" / "run_log.jsonl")]
     assert steps[-1] == "bundle" and steps.count("stage3") == 1 and steps.count("stage3_2") == 1
+
+    # The bundle can take a decoder retrained on the run codec's tokens, and no codec that tokenizes otherwise.
+    from train_reasoning_codec import trained_codec
+
+    trained_codec(tmp_path / "work" / "codec", reinit_decoder=True, seed=5).save_pretrained(tmp_path / "decoder")
+    ReasoningCodecModel(fast_codec_config()).save_pretrained(tmp_path / "stranger")
+    result = subprocess.run([*command, "--codec_decoder_from", str(tmp_path / "stranger")], capture_output=True,
+                            text=True, env=env, timeout=900)
+    assert result.returncode != 0 and "does not tokenize as the run's codec" in result.stderr
+    result = subprocess.run([*command, "--codec_decoder_from", str(tmp_path / "decoder")], capture_output=True,
+                            text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    bundled = AutoProcessor.from_pretrained(tmp_path / "bundle", trust_remote_code=True).feature_extractor.codec
+    retrained = ReasoningCodecModel.from_pretrained(tmp_path / "decoder")
+    weight = "decoder.dit.input_proj.linear.weight"
+    # float16 storage: equal up to its rounding
+    torch.testing.assert_close(bundled.state_dict()[weight], retrained.state_dict()[weight], atol=1e-3, rtol=1e-3)
+    assert not torch.allclose(bundled.state_dict()[weight], codec_before[weight], atol=1e-3)
+    assert not (tmp_path / "bundle" / "codec" / "decoder_training_summary.json").exists()  # none came with it
 
 
 # ---------------------------------------------------------------------------------------------------------------------
