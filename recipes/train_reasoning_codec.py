@@ -77,7 +77,8 @@ SQ_WIDTH_FIELDS = (
 )
 """The SQ-codec fields that `trained_codec` lets a new config change: its width and kernels, not its latents."""
 
-_CONFIG_BOOKKEEPING = ("transformers_version", "architectures", "auto_map", "_name_or_path", "dtype")
+CONFIG_BOOKKEEPING_KEYS = ("transformers_version", "architectures", "auto_map", "_name_or_path", "dtype")
+"""Config keys that record how a config was saved, not what the model computes."""
 
 
 def _config_without_sq_width(config) -> dict:
@@ -85,7 +86,7 @@ def _config_without_sq_width(config) -> dict:
         return {
             key: strip(value) if isinstance(value, dict) else value
             for key, value in values.items()
-            if key not in _CONFIG_BOOKKEEPING and key not in dropped
+            if key not in CONFIG_BOOKKEEPING_KEYS and key not in dropped
         }
 
     values = strip(config.to_dict())

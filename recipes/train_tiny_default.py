@@ -143,7 +143,7 @@ def with_decoder_of(codec, source_dir):
     <work_dir>/codec --decoder_only true`), once checked to tokenize exactly as `codec` does (same config outside the
     decoder, same weights): a bundle can then decode with it while its LM, trained on `codec`'s tokens, stays valid.
     """
-    from train_reasoning_codec import _CONFIG_BOOKKEEPING
+    from train_reasoning_codec import CONFIG_BOOKKEEPING_KEYS
 
     from uniaudio2.modeling_reasoning_codec import ReasoningCodecModel
 
@@ -153,7 +153,7 @@ def with_decoder_of(codec, source_dir):
 
     def tokenizing(model):
         config = {key: value for key, value in model.config.to_dict().items()
-                  if key not in _CONFIG_BOOKKEEPING and key != "decoder_config"}
+                  if key not in CONFIG_BOOKKEEPING_KEYS and key != "decoder_config"}
         weights = {name: value for name, value in model.state_dict().items() if not name.startswith("decoder.")}
         return config, weights
 
@@ -194,7 +194,8 @@ def main(argv=None) -> int:
     parser.add_argument("--stage3_steps", type=int, default=5000)
     parser.add_argument("--stage3_restarts", type=int, nargs="*", default=[],
                         help="after stage 3, more stage-3 segments of these many steps, each warm-restarted "
-                        "(warmup + cosine) from the previous one's weights")
+                        "(warmup + cosine) from the previous one's weights (in a finished work dir, remove its stage4 "
+                        "first: existing stages are reused)")
     parser.add_argument("--stage4_steps", type=int, default=200)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
