@@ -202,9 +202,8 @@ def to_rate(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
-def rms_envelope(audio: np.ndarray, rate: int) -> np.ndarray:
-    """Mean-removed root-mean-square envelope of `audio` over `ALIGN_ENVELOPE_S` windows, one value per sample."""
-    width = max(1, int(ALIGN_ENVELOPE_S * rate))
+def rms_envelope(audio: np.ndarray, width: int) -> np.ndarray:
+    """Mean-removed root-mean-square envelope of `audio` over windows of `width` samples, one value per sample."""
     power = np.convolve(np.asarray(audio, dtype=np.float64) ** 2, np.ones(width) / width, mode="same")
     envelope = np.sqrt(np.maximum(power, 0.0))
     return envelope - envelope.mean()
@@ -227,8 +226,8 @@ def align(reference: np.ndarray, degraded: np.ndarray, max_lag: int, rate: int =
     do not keep (their waveform cross-correlation peaks at arbitrary lags), then refined to the sample on the
     waveforms within one envelope window (exact for waveform coders such as Opus).
     """
-    coarse = _best_lag(rms_envelope(reference, rate), rms_envelope(degraded, rate), -max_lag, max_lag, absolute=False)
     width = max(1, int(ALIGN_ENVELOPE_S * rate))
+    coarse = _best_lag(rms_envelope(reference, width), rms_envelope(degraded, width), -max_lag, max_lag, absolute=False)
     lag = _best_lag(reference, degraded, max(coarse - width, -max_lag), min(coarse + width, max_lag), absolute=True)
     aligned = np.zeros_like(reference)
     source = degraded[max(lag, 0):]

@@ -21,9 +21,9 @@ Train a small ReasoningCodec on a corpus made by `recipes/make_tiny_corpus.py` (
 `--init_from DIR --reinit_decoder --decoder_only true` retrains only the decoder (SQ-codec, then the DiT) of a trained
 codec: its tokens do not change, so a language model trained on them stays valid. With `--config` the retrained
 decoder may have a wider SQ-codec (`SQ_WIDTH_FIELDS`; the SQ-codec starts fresh, the DiT from DIR's unless
-`--reinit_decoder`); `train_tiny_default.py --codec_decoder_from` puts such a decoder into the bundle. `--sq_codec_from DIR --sq_steps 0`
-does the opposite: a fresh codec whose SQ-codec (stage 1) is taken, frozen, from a trained one, so only stage 2
-(encoders, codebooks, text alignment, DiT) runs. The text aligner needs a tokenizer:
+`--reinit_decoder`); `train_tiny_default.py --codec_decoder_from` puts such a decoder into the bundle.
+`--sq_codec_from DIR --sq_steps 0` does the opposite: a fresh codec whose SQ-codec (stage 1) is taken, frozen, from
+a trained one, so only stage 2 (encoders, codebooks, text alignment, DiT) runs. The text aligner needs a tokenizer:
 `--tokenizer_dir` loads one, or trains a byte-level BPE on the corpus text and saves it there when the directory does
 not exist yet. `--config` takes a `ReasoningCodecConfig` json (default: the
 tiny default geometry, `uniaudio2.tiny_default.small_codec_config`). `--whisper_from DIR` gives the fresh codec a
@@ -81,17 +81,39 @@ CONFIG_BOOKKEEPING_KEYS = ("transformers_version", "architectures", "auto_map", 
 """Config keys that record how a config was saved, not what the model computes."""
 
 
-def _config_without_sq_width(config) -> dict:
-    def strip(values: dict, dropped=()) -> dict:
-        return {
-            key: strip(value) if isinstance(value, dict) else value
-            for key, value in values.items()
-            if key not in CONFIG_BOOKKEEPING_KEYS and key not in dropped
-        }
+def _without_bookkeeping(values: dict, dropped=()) -> dict:
+    """`values` (a config dict) without `CONFIG_BOOKKEEPING_KEYS` at any depth, nor the top-level keys `dropped`."""
+    return {
+        key: _without_bookkeeping(value) if isinstance(value, dict) else value
+        for key, value in values.items()
+        if key not in CONFIG_BOOKKEEPING_KEYS and key not in dropped
+    }
 
-    values = strip(config.to_dict())
-    values["decoder_config"] = strip(values["decoder_config"], SQ_WIDTH_FIELDS)
+
+def _config_without_sq_width(config) -> dict:
+    values = _without_bookkeeping(config.to_dict())
+    values["decoder_config"] = _without_bookkeeping(values["decoder_config"], SQ_WIDTH_FIELDS)
     return values
+
+
+def tokenizes_alike(codec, other) -> bool:
+    """
+    Whether two `ReasoningCodecModel`s produce the same codes: the same config outside `decoder_config` and the same
+    weights (values and dtypes) outside `decoder.`; their decoders may differ.
+    """
+
+    def tokenizing(model):
+        config = _without_bookkeeping(model.config.to_dict(), ("decoder_config",))
+        weights = {name: value for name, value in model.state_dict().items() if not name.startswith("decoder.")}
+        return config, weights
+
+    (config, weights), (other_config, other_weights) = tokenizing(codec), tokenizing(other)
+    return (
+        config == other_config
+        and weights.keys() == other_weights.keys()
+        and all(value.dtype == other_weights[name].dtype and torch.equal(value, other_weights[name])
+                for name, value in weights.items())
+    )
 
 
 def trained_codec(init_dir, config=None, reinit_decoder: bool = False, seed: int = 0):
@@ -113,7 +135,8 @@ def trained_codec(init_dir, config=None, reinit_decoder: bool = False, seed: int
             f"({', '.join(SQ_WIDTH_FIELDS)}); its tokens would change."
         )
     new_width = any(
-        getattr(config.decoder_config, field) != getattr(trained.config.decoder_config, field) for field in SQ_WIDTH_FIELDS
+        getattr(config.decoder_config, field) != getattr(trained.config.decoder_config, field)
+        for field in SQ_WIDTH_FIELDS
     )
     fresh = ("decoder.",) if reinit_decoder else ("decoder.sq_codec.",) if new_width else ()
     torch.manual_seed(seed)
@@ -192,10 +215,8 @@ def main(argv=None) -> int:
     training_args = CodecTrainingArguments(**{f.name: getattr(args, f.name) for f in dataclasses.fields(CodecTrainingArguments)})
     if args.config:
         config = ReasoningCodecConfig.from_json_file(args.config)
-    elif args.init_from:
-        config = ReasoningCodecConfig.from_pretrained(args.init_from)
-    else:
-        config = small_codec_config()
+    else:  # with --init_from, the trained codec's own config (read by trained_codec)
+        config = None if args.init_from else small_codec_config()
     try:
         tokenizer = corpus_tokenizer(args.corpus, args.tokenizer_dir)
         if args.init_from:

@@ -143,30 +143,17 @@ def with_decoder_of(codec, source_dir):
     <work_dir>/codec --decoder_only true`), once checked to tokenize exactly as `codec` does (same config outside the
     decoder, same weights): a bundle can then decode with it while its LM, trained on `codec`'s tokens, stays valid.
     """
-    from train_reasoning_codec import CONFIG_BOOKKEEPING_KEYS
+    from train_reasoning_codec import tokenizes_alike
 
     from uniaudio2.modeling_reasoning_codec import ReasoningCodecModel
 
     if not (Path(source_dir) / "config.json").is_file():
         raise FileNotFoundError(f"No trained codec at {source_dir} (its config.json is missing).")
     source = ReasoningCodecModel.from_pretrained(str(source_dir)).eval()
-
-    def tokenizing(model):
-        config = {key: value for key, value in model.config.to_dict().items()
-                  if key not in CONFIG_BOOKKEEPING_KEYS and key != "decoder_config"}
-        weights = {name: value for name, value in model.state_dict().items() if not name.startswith("decoder.")}
-        return config, weights
-
-    (config, weights), (source_config, source_weights) = tokenizing(codec), tokenizing(source)
-    same_weights = weights.keys() == source_weights.keys() and all(
-        torch.equal(value, source_weights[name]) for name, value in weights.items()
-    )
-    if not same_weights or json.dumps(config, sort_keys=True, default=str) != json.dumps(
-        source_config, sort_keys=True, default=str
-    ):
+    if not tokenizes_alike(codec, source):
         raise ValueError(
-            f"The codec at {source_dir} does not tokenize as the run's codec (its encoders or codebooks differ), so the "
-            "LM was not trained on its tokens; retrain its decoder from the run's codec with --decoder_only true."
+            f"The codec at {source_dir} does not tokenize as the run's codec (its encoders or codebooks differ), so "
+            "the LM was not trained on its tokens; retrain its decoder from the run's codec with --decoder_only true."
         )
     return source
 
@@ -245,7 +232,10 @@ def main(argv=None) -> int:
             load_sq_codec(codec, args.codec_sq_codec_from)
             sq_steps = 0
         codec_args = CodecTrainingArguments(
-            sq_steps=sq_steps, steps=args.codec_steps, seed=args.seed, freeze_whisper=args.codec_whisper_from is not None
+            sq_steps=sq_steps,
+            steps=args.codec_steps,
+            seed=args.seed,
+            freeze_whisper=args.codec_whisper_from is not None,
         )
         summary = run_codec_training(codec, tokenizer, corpus, codec_dir, codec_args)
         log({"step": "codec", **{k: v for k, v in summary.items() if k != "arguments"}})
