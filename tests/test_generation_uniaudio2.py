@@ -179,3 +179,33 @@ def test_reasoning_bound_and_code_constraints(model):
     assert reasoning.shape == (8, 2) and bool((reasoning < 12).all())
     # every returned reconstruction code is a codec code (no special ids), so it can be decoded
     assert reconstruction.shape[1] >= 1 and bool(((reconstruction >= 0) & (reconstruction < 20)).all())
+
+
+@pytest.mark.parametrize("constrain", [False, True])
+def test_min_reconstruction_frames_holds_back_the_eos(model, constrain):
+    config = model.config
+
+    def eos_first(module, args, output):
+        # A model that wants to stop at once: each phase's EOS outscores every code the phase allows.
+        logits = output[0].clone()
+        logits[..., config.reasoning_eos_token_id] += 2e4
+        logits[..., config.reconstruction_eos_token_id] += 1e4
+        return (logits, *output[1:])
+
+    handle = model.depth_decoder.register_forward_hook(eos_first)
+    try:
+        kwargs = {"generation_mode": "audio", "top_k": 1, "max_new_frames": 20, "constrain_audio_codes": constrain}
+        eager = model.generate(**_tts_prompt(), **kwargs)
+        held = model.generate(**_tts_prompt(), min_reconstruction_frames=4, **kwargs)
+        model.generation_config.min_reconstruction_frames = 2
+        from_config = model.generate(**_tts_prompt(), **kwargs)
+    finally:
+        handle.remove()
+        model.generation_config.min_reconstruction_frames = None
+    # reasoning EOS, then the (unreturned) first reconstruction frame, then the EOS
+    assert eager.reconstruction_codes[0].shape[1] == 0
+    assert held.reconstruction_codes[0].shape[1] == 4
+    assert from_config.reconstruction_codes[0].shape[1] == 2
+    assert held.frame_kinds[0].tolist() == [2, 1, 1, 1, 1, 1, 3]
+    with pytest.raises(ValueError, match="min_reconstruction_frames"):
+        model.generate(**_tts_prompt(), generation_mode="audio", min_reconstruction_frames=-1)
