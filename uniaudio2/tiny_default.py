@@ -190,9 +190,18 @@ def tiny_lm_config(tokenizer, codec_config, **geometry) -> UniAudio2Config:
     )
 
 
-def set_generation_defaults(model: UniAudio2ForConditionalGeneration, max_new_tokens: int = 32, max_new_frames: int = 64):
-    """Generation defaults of the tiny bundles: greedy text, sampled audio (temperature 0.9, top-k 50)."""
+def set_generation_defaults(
+    model: UniAudio2ForConditionalGeneration, max_new_tokens: int = 32, max_new_frames: int = 64,
+    min_reconstruction_frames: int = 0,
+):
+    """
+    Generation defaults of the tiny bundles: greedy text, sampled audio (temperature 0.9, top-k 50), and at least
+    `min_reconstruction_frames` frames of generated audio.
+    """
     generation_config = model.generation_config
+    # Deliberate defaults, not derived from the model config: with the flag set, `GenerationConfig.from_pretrained`
+    # would drop the audio entries below (`max_new_frames`, ...) when the bundle is loaded.
+    generation_config._from_model_config = False
     generation_config.do_sample = False
     generation_config.max_new_tokens = max_new_tokens
     generation_config.eos_token_id = model.config.eos_token_id
@@ -201,6 +210,7 @@ def set_generation_defaults(model: UniAudio2ForConditionalGeneration, max_new_to
     generation_config.audio_do_sample = True
     generation_config.audio_temperature = 0.9
     generation_config.audio_top_k = 50
+    generation_config.min_reconstruction_frames = min_reconstruction_frames
     return model
 
 
