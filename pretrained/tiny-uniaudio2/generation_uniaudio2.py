@@ -132,6 +132,10 @@ class UniAudio2GenerationMixin(GenerationMixin):
             guidance_scale (`float`, *optional*): classifier-free guidance scale; `<= 1` disables guidance.
             max_reasoning_frames (`int`, *optional*): end the reasoning phase after this many frames by feeding an
                 all-reasoning-EOS frame, as if the model had produced it (the original code has no such bound).
+            min_reconstruction_frames (`int`, *optional*): forbid the reconstruction EOS until this many
+                reconstruction frames will be returned (as `min_new_tokens` does for text; defaults to
+                `generation_config.min_reconstruction_frames`, else 0, the original behaviour). Generation still stops
+                at `max_new_frames`.
             constrain_audio_codes (`bool`, *optional*, defaults to `False`): restrict sampling to ids that are valid
                 in the current phase (reasoning codes or the reasoning EOS; then reconstruction codes or the
                 reconstruction EOS), so that every returned code can be decoded. `False` reproduces the original
@@ -167,6 +171,7 @@ class UniAudio2GenerationMixin(GenerationMixin):
         top_k: int | None = None,
         guidance_scale: float | None = None,
         max_reasoning_frames: int | None = None,
+        min_reconstruction_frames: int | None = None,
         constrain_audio_codes: bool = False,
         use_cache: bool = True,
         generator: torch.Generator | None = None,
@@ -184,8 +189,12 @@ class UniAudio2GenerationMixin(GenerationMixin):
         temperature = temperature if temperature is not None else getattr(gen_config, "audio_temperature", 0.9)
         top_k = top_k if top_k is not None else getattr(gen_config, "audio_top_k", 50)
         guidance_scale = guidance_scale if guidance_scale is not None else getattr(gen_config, "audio_guidance_scale", 1.0)
+        if min_reconstruction_frames is None:
+            min_reconstruction_frames = getattr(gen_config, "min_reconstruction_frames", None) or 0
         if max_new_frames < 1:
             raise ValueError(f"`max_new_frames` must be >= 1, got {max_new_frames}.")
+        if min_reconstruction_frames < 0:
+            raise ValueError(f"`min_reconstruction_frames` must be >= 0, got {min_reconstruction_frames}.")
 
         device = input_ids.device
         batch_size, prompt_len = input_ids.shape
@@ -233,6 +242,7 @@ class UniAudio2GenerationMixin(GenerationMixin):
 
         reasoning_phase = torch.ones(batch_size, dtype=torch.bool, device=device)
         reasoning_frames = torch.zeros(batch_size, dtype=torch.long, device=device)
+        reconstruction_frames = torch.zeros(batch_size, dtype=torch.long, device=device)
         done = torch.zeros(batch_size, dtype=torch.bool, device=device)
         allowed = self._phase_vocabularies(device) if constrain_audio_codes else None
         frames, kinds, scores = [], [], []
@@ -240,9 +250,14 @@ class UniAudio2GenerationMixin(GenerationMixin):
         reconstruction_eos = torch.full((num_codebooks,), config.reconstruction_eos_token_id, device=device)
 
         for _ in range(max_new_frames):
+            forbid_eos = None
+            if min_reconstruction_frames > 0:
+                # The first reconstruction frame is not returned (see below), hence `<=`.
+                forbid_eos = ~reasoning_phase & (reconstruction_frames <= min_reconstruction_frames)
             frame, frame_scores = self._sample_audio_frame(
                 last_hidden,
                 forbid_reasoning=~reasoning_phase,
+                forbid_eos=forbid_eos,
                 guidance_scale=guidance_scale if use_cfg else None,
                 do_sample=do_sample,
                 temperature=temperature,
@@ -256,6 +271,7 @@ class UniAudio2GenerationMixin(GenerationMixin):
             reasoning_frames += reasoning_phase.long()
             is_stop = (frame == reconstruction_eos).all(-1)
             is_switch = (frame == reasoning_eos).all(-1) & ~is_stop
+            reconstruction_frames += (~reasoning_phase & ~is_stop & ~done).long()
             kind = torch.where(reasoning_phase, FRAME_REASONING, FRAME_RECONSTRUCTION)
             kind = torch.where(is_switch, FRAME_REASONING_EOS, kind)
             kind = torch.where(is_stop, FRAME_RECONSTRUCTION_EOS, kind)
@@ -331,9 +347,11 @@ class UniAudio2GenerationMixin(GenerationMixin):
         top_k: int | None,
         generator: torch.Generator | None,
         allowed: tuple[torch.Tensor, torch.Tensor] | None = None,
+        forbid_eos: torch.BoolTensor | None = None,
     ) -> tuple[torch.LongTensor, torch.Tensor]:
         """
-        Run the depth decoder codebook by codebook from the hidden state of the previous row.
+        Run the depth decoder codebook by codebook from the hidden state of the previous row. Rows where `forbid_eos`
+        is set cannot start their frame with the phase's EOS, so they cannot produce an EOS frame.
 
         With guidance, `last_hidden` holds the conditional rows followed by the unconditional rows; one frame is
         sampled per conditional row and fed to both halves.
@@ -365,6 +383,10 @@ class UniAudio2GenerationMixin(GenerationMixin):
                         (codes[0] == frame_eos).unsqueeze(-1), eos_only, phase_allowed & ~eos_only
                     )
                 logits = logits.masked_fill(~phase_allowed, float("-inf"))
+            if codebook == 0 and forbid_eos is not None:
+                eos_logits = logits.gather(1, frame_eos.unsqueeze(-1))
+                eos_logits = eos_logits.masked_fill(forbid_eos.unsqueeze(-1), float("-inf"))
+                logits = logits.scatter(1, frame_eos.unsqueeze(-1), eos_logits)
             frame_scores.append(logits)
             code = _sample_from_logits(logits, do_sample, temperature, top_k, generator)
             codes.append(code)

@@ -189,8 +189,8 @@ class UniAudio2TextToAudioPipeline(Pipeline):
         codes = model_outputs["reconstruction_codes"][0]
         if codes.shape[1] == 0:
             raise ValueError(
-                "The model produced no reconstruction tokens (it never finished its reasoning phase); lower "
-                "`max_reasoning_frames` or raise `max_new_frames`."
+                "The model produced no reconstruction tokens (it ended the audio, or never finished its reasoning "
+                "phase); set `min_reconstruction_frames`, lower `max_reasoning_frames` or raise `max_new_frames`."
             )
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         waveform = self.processor.decode_audio([codes], generator=generator, **(decode_kwargs or {}))[0]
