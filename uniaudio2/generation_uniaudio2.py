@@ -363,6 +363,8 @@ class UniAudio2GenerationMixin(GenerationMixin):
         frame_eos = torch.where(
             forbid_reasoning, config.reconstruction_eos_token_id, config.reasoning_eos_token_id
         ).to(last_hidden.device)
+        # Where each row's EOS id sits in the codebook vocabulary.
+        eos_only = torch.nn.functional.one_hot(frame_eos, config.audio_vocab_size).bool()
         codes, frame_scores = [], []
         for codebook in range(config.num_codebooks):
             logits, _ = self.depth_decoder(step_input, cache=cache, use_cache=True)
@@ -377,16 +379,12 @@ class UniAudio2GenerationMixin(GenerationMixin):
                 # A constrained frame is all codes or all EOS: codebook 0 decides, the others follow.
                 phase_allowed = torch.where(forbid_reasoning.unsqueeze(-1), allowed[1], allowed[0])
                 if codebook > 0:
-                    eos_only = torch.zeros_like(phase_allowed)
-                    eos_only.scatter_(1, frame_eos.unsqueeze(-1), True)
                     phase_allowed = torch.where(
                         (codes[0] == frame_eos).unsqueeze(-1), eos_only, phase_allowed & ~eos_only
                     )
                 logits = logits.masked_fill(~phase_allowed, float("-inf"))
             if codebook == 0 and forbid_eos is not None:
-                eos_logits = logits.gather(1, frame_eos.unsqueeze(-1))
-                eos_logits = eos_logits.masked_fill(forbid_eos.unsqueeze(-1), float("-inf"))
-                logits = logits.scatter(1, frame_eos.unsqueeze(-1), eos_logits)
+                logits = logits.masked_fill(eos_only & forbid_eos.unsqueeze(-1), float("-inf"))
             frame_scores.append(logits)
             code = _sample_from_logits(logits, do_sample, temperature, top_k, generator)
             codes.append(code)
