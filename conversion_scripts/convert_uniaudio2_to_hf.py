@@ -55,6 +55,7 @@ for _path in (REPO_ROOT, Path(__file__).resolve().parent):
 
 from uniaudio2.configuration_uniaudio2 import UniAudio2Config  # noqa: E402
 from uniaudio2.modeling_uniaudio2 import UniAudio2ForConditionalGeneration  # noqa: E402
+from uniaudio2.tiny_default import set_generation_defaults  # noqa: E402
 
 
 TOLERANCE = 1e-4
@@ -351,22 +352,6 @@ def build_model(config: UniAudio2Config, converted: dict[str, torch.Tensor]) -> 
     return model.eval()
 
 
-def set_generation_defaults(model: UniAudio2ForConditionalGeneration) -> None:
-    """Defaults of the reference inference scripts: greedy text decoding, sampled audio (temperature 0.9, top-k 50)."""
-    generation_config = model.generation_config
-    generation_config._from_model_config = False
-    generation_config.do_sample = False
-    generation_config.max_new_tokens = 500
-    generation_config.bos_token_id = model.config.bos_token_id
-    generation_config.eos_token_id = model.config.eos_token_id
-    generation_config.pad_token_id = model.config.pad_token_id
-    generation_config.max_new_frames = 500
-    generation_config.audio_do_sample = True
-    generation_config.audio_temperature = 0.9
-    generation_config.audio_top_k = 50
-    generation_config.audio_guidance_scale = 1.0
-
-
 def build_processor(config: UniAudio2Config, tokenizer_path: str, codec_dir: str | None = None):
     """The processor of the converted model: its text tokenizer, and the converted ReasoningCodec when given."""
     from transformers import AutoTokenizer
@@ -445,7 +430,7 @@ def main(argv=None) -> int:
         converted = convert_state_dict(original, config)
         progress.update()
         model = build_model(config, converted).to(getattr(torch, args.dtype))
-        set_generation_defaults(model)
+        set_generation_defaults(model, max_new_tokens=500, max_new_frames=500)  # the reference scripts' bounds
         processor = build_processor(config, args.tokenizer_path, args.codec_dir) if args.tokenizer_path else None
         if args.codec_dir and processor is None:
             raise ValueError("--codec_dir needs --tokenizer_path (the codec is saved with the processor).")

@@ -195,8 +195,9 @@ def set_generation_defaults(
     min_reconstruction_frames: int = 0,
 ):
     """
-    Generation defaults of the tiny bundles: greedy text, sampled audio (temperature 0.9, top-k 50), and at least
-    `min_reconstruction_frames` frames of generated audio.
+    Generation defaults of UniAudio 2.0 bundles (the tiny ones and converted checkpoints): those of the reference
+    inference scripts (greedy text, sampled audio with temperature 0.9 and top-k 50, no guidance), the length bounds
+    given, and at least `min_reconstruction_frames` frames of generated audio.
     """
     generation_config = model.generation_config
     # Deliberate defaults, not derived from the model config: with the flag set, `GenerationConfig.from_pretrained`
@@ -204,12 +205,14 @@ def set_generation_defaults(
     generation_config._from_model_config = False
     generation_config.do_sample = False
     generation_config.max_new_tokens = max_new_tokens
+    generation_config.bos_token_id = model.config.bos_token_id
     generation_config.eos_token_id = model.config.eos_token_id
     generation_config.pad_token_id = model.config.pad_token_id
     generation_config.max_new_frames = max_new_frames
     generation_config.audio_do_sample = True
     generation_config.audio_temperature = 0.9
     generation_config.audio_top_k = 50
+    generation_config.audio_guidance_scale = 1.0
     generation_config.min_reconstruction_frames = min_reconstruction_frames
     return model
 
