@@ -175,6 +175,10 @@ def test_reasoning_bound_and_code_constraints(model):
     # 3 reasoning frames, the forced reasoning-EOS frame, then reconstruction frames
     assert out.frame_kinds[0, :4].tolist() == [0, 0, 0, 2]
     assert bool((out.frames[0, 3] == 13).all())
+    # Each phase opens with its BOS frame, as the grids of training do (dropped from the returned codes).
+    config = model.config
+    assert bool((out.frames[0, 0] == config.reasoning_bos_token_id).all())
+    assert bool((out.frames[0, 4] == config.reconstruction_bos_token_id).all())
     reasoning, reconstruction = out.reasoning_codes[0], out.reconstruction_codes[0]
     assert reasoning.shape == (8, 2) and bool((reasoning < 12).all())
     # every returned reconstruction code is a codec code (no special ids), so it can be decoded
@@ -206,6 +210,9 @@ def test_min_reconstruction_frames_holds_back_the_eos(model, constrain):
     assert eager.reconstruction_codes[0].shape[1] == 0
     assert held.reconstruction_codes[0].shape[1] == 4
     assert from_config.reconstruction_codes[0].shape[1] == 2
-    assert held.frame_kinds[0].tolist() == [2, 1, 1, 1, 1, 1, 3]
+    # Constrained, the reasoning phase cannot end before its BOS frame and the reconstruction phase opens with its BOS.
+    assert held.frame_kinds[0].tolist() == ([0] if constrain else []) + [2, 1, 1, 1, 1, 1, 3]
+    if constrain:
+        assert bool((held.frames[0, 2] == config.reconstruction_bos_token_id).all())
     with pytest.raises(ValueError, match="min_reconstruction_frames"):
         model.generate(**_tts_prompt(), generation_mode="audio", min_reconstruction_frames=-1)

@@ -136,10 +136,11 @@ class UniAudio2GenerationMixin(GenerationMixin):
                 reconstruction frames will be returned (as `min_new_tokens` does for text; defaults to
                 `generation_config.min_reconstruction_frames`, else 0, the original behaviour). Generation still stops
                 at `max_new_frames`.
-            constrain_audio_codes (`bool`, *optional*, defaults to `False`): restrict sampling to ids that are valid
-                in the current phase (reasoning codes or the reasoning EOS; then reconstruction codes or the
-                reconstruction EOS), so that every returned code can be decoded. `False` reproduces the original
-                sampler, which only forbids the reasoning range in the reconstruction phase.
+            constrain_audio_codes (`bool`, *optional*, defaults to `False`): restrict sampling to the frames that are
+                valid where the grid stands: each phase opens with its BOS frame (reasoning BOS, then, after the
+                reasoning EOS frame, reconstruction BOS), as in training, and continues with its codes or its EOS, so
+                that every returned code can be decoded. `False` reproduces the original sampler, which only forbids
+                the reasoning range in the reconstruction phase and leaves the BOS frames to the model.
             use_cache (`bool`, *optional*, defaults to `True`): use the KV cache (False recomputes the whole grid at
                 every frame; same tokens, slower).
             generator (`torch.Generator`, *optional*): random generator for sampling.
@@ -254,10 +255,15 @@ class UniAudio2GenerationMixin(GenerationMixin):
             if min_reconstruction_frames > 0:
                 # The first reconstruction frame is not returned (see below), hence `<=`.
                 forbid_eos = ~reasoning_phase & (reconstruction_frames <= min_reconstruction_frames)
+            phase_start = None
+            if constrain_audio_codes:
+                # Rows about to produce their phase's first frame: the BOS frame (not returned, like the EOS frames).
+                phase_start = torch.where(reasoning_phase, reasoning_frames == 0, reconstruction_frames == 0)
             frame, frame_scores = self._sample_audio_frame(
                 last_hidden,
                 forbid_reasoning=~reasoning_phase,
                 forbid_eos=forbid_eos,
+                phase_start=phase_start,
                 guidance_scale=guidance_scale if use_cfg else None,
                 do_sample=do_sample,
                 temperature=temperature,
@@ -348,10 +354,12 @@ class UniAudio2GenerationMixin(GenerationMixin):
         generator: torch.Generator | None,
         allowed: tuple[torch.Tensor, torch.Tensor] | None = None,
         forbid_eos: torch.BoolTensor | None = None,
+        phase_start: torch.BoolTensor | None = None,
     ) -> tuple[torch.LongTensor, torch.Tensor]:
         """
         Run the depth decoder codebook by codebook from the hidden state of the previous row. Rows where `forbid_eos`
-        is set cannot start their frame with the phase's EOS, so they cannot produce an EOS frame.
+        is set cannot start their frame with the phase's EOS, so they cannot produce an EOS frame. With `allowed`,
+        rows where `phase_start` is set produce the phase's BOS frame (the only valid frame there).
 
         With guidance, `last_hidden` holds the conditional rows followed by the unconditional rows; one frame is
         sampled per conditional row and fed to both halves.
@@ -365,6 +373,11 @@ class UniAudio2GenerationMixin(GenerationMixin):
         ).to(last_hidden.device)
         # Where each row's EOS id sits in the codebook vocabulary.
         eos_only = torch.nn.functional.one_hot(frame_eos, config.audio_vocab_size).bool()
+        if allowed is not None and phase_start is not None:
+            frame_bos = torch.where(
+                forbid_reasoning, config.reconstruction_bos_token_id, config.reasoning_bos_token_id
+            ).to(last_hidden.device)
+            bos_only = torch.nn.functional.one_hot(frame_bos, config.audio_vocab_size).bool()
         codes, frame_scores = [], []
         for codebook in range(config.num_codebooks):
             logits, _ = self.depth_decoder(step_input, cache=cache, use_cache=True)
@@ -382,6 +395,8 @@ class UniAudio2GenerationMixin(GenerationMixin):
                     phase_allowed = torch.where(
                         (codes[0] == frame_eos).unsqueeze(-1), eos_only, phase_allowed & ~eos_only
                     )
+                if phase_start is not None:
+                    phase_allowed = torch.where(phase_start.unsqueeze(-1), bos_only, phase_allowed)
                 logits = logits.masked_fill(~phase_allowed, float("-inf"))
             if codebook == 0 and forbid_eos is not None:
                 logits = logits.masked_fill(eos_only & forbid_eos.unsqueeze(-1), float("-inf"))
