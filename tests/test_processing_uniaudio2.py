@@ -174,6 +174,29 @@ def test_auto_classes_and_pipelines_offline(bundle, tmp_path):
     assert "PIPELINES_OK" in result.stdout
 
 
+def test_text_to_audio_pipeline_clips_the_waveform_and_returns_codes(bundle, monkeypatch):
+    from transformers import pipeline
+
+    tts = pipeline("text-to-audio", model=str(bundle), trust_remote_code=True)
+    raw = tts.processor.decode_audio
+    decoded = {}
+
+    def loud_decode(codes, **kwargs):  # the flow decoder's waveform is unbounded: make it overshoot
+        decoded["codes"] = codes[0]
+        return [2.0 * wave / max(float(np.abs(wave).max()), 1e-6) for wave in raw(codes, **kwargs)]
+
+    monkeypatch.setattr(tts.processor, "decode_audio", loud_decode)
+    speech = tts("hello world", max_new_frames=20, seed=0, return_codes=True)
+    assert float(np.abs(speech["audio"]).max()) == 1.0
+    reasoning, reconstruction = speech["reasoning_codes"], speech["reconstruction_codes"]
+    assert reconstruction is decoded["codes"] and reconstruction.shape[0] == 8 and reasoning.shape[0] == 8
+    assert reconstruction.dtype == torch.long and reconstruction.shape[1] > 0
+    # The clipped speech is valid input for the model's own speech recognition.
+    asr = pipeline("audio-to-text", model=str(bundle), trust_remote_code=True)
+    assert isinstance(asr(speech["audio"], sampling_rate=speech["sampling_rate"], max_new_tokens=3)["text"], str)
+    assert set(tts("hello world", max_new_frames=20, seed=0)) == {"audio", "sampling_rate"}
+
+
 # ---------------------------------------------------------------------------------------------------------- CLI
 def _cli(args, tmp_path):
     return subprocess.run([sys.executable, "-m", "uniaudio2.cli", *args], cwd=tmp_path, env=_offline_env(tmp_path),

@@ -140,7 +140,10 @@ class UniAudio2TextToAudioPipeline(Pipeline):
 
     Generation keeps each frame decodable (`constrain_audio_codes=True`) and bounds the reasoning phase
     (`max_reasoning_frames`: 2/7 of `max_new_frames`, at most 30 s of reasoning tokens) so that a waveform always
-    comes out.
+    comes out. The flow decoder's waveform is not bounded: the pipeline returns it clipped to [-1, 1], the range of
+    float audio that wav files, players and this model's own feature extractor accept (`processor.decode_audio`
+    returns it unclipped). `return_codes=True` adds the generated `"reasoning_codes"` and `"reconstruction_codes"`
+    (`torch.LongTensor` of shape `(num_codebooks, frames)`) to the output.
     """
 
     _load_processor = True
@@ -151,7 +154,7 @@ class UniAudio2TextToAudioPipeline(Pipeline):
 
     def _sanitize_parameters(
         self, task=None, prompt=None, instruction=None, max_new_frames=None, decode_kwargs=None, generate_kwargs=None,
-        seed=None, **kwargs,
+        seed=None, return_codes=None, **kwargs,
     ):
         preprocess = {key: value for key, value in (("task", task), ("prompt", prompt), ("instruction", instruction))
                       if value is not None}
@@ -163,6 +166,8 @@ class UniAudio2TextToAudioPipeline(Pipeline):
         postprocess = {"decode_kwargs": decode_kwargs or {}}
         if seed is not None:
             postprocess["seed"] = seed
+        if return_codes is not None:
+            postprocess["return_codes"] = return_codes
         return preprocess, forward, postprocess
 
     def preprocess(self, text, task="TTS", prompt=None, instruction=None):
@@ -185,7 +190,7 @@ class UniAudio2TextToAudioPipeline(Pipeline):
         output = self.model.generate(**model_inputs, generation_mode="audio", **generate_kwargs)
         return {"reconstruction_codes": output.reconstruction_codes, "reasoning_codes": output.reasoning_codes}
 
-    def postprocess(self, model_outputs, decode_kwargs=None, seed=None):
+    def postprocess(self, model_outputs, decode_kwargs=None, seed=None, return_codes=False):
         codes = model_outputs["reconstruction_codes"][0]
         if codes.shape[1] == 0:
             raise ValueError(
@@ -194,7 +199,11 @@ class UniAudio2TextToAudioPipeline(Pipeline):
             )
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         waveform = self.processor.decode_audio([codes], generator=generator, **(decode_kwargs or {}))[0]
-        return {"audio": waveform, "sampling_rate": self.processor.feature_extractor.sampling_rate}
+        output = {"audio": np.clip(waveform, -1.0, 1.0), "sampling_rate": self.processor.feature_extractor.sampling_rate}
+        if return_codes:
+            output["reasoning_codes"] = model_outputs["reasoning_codes"][0]
+            output["reconstruction_codes"] = codes
+        return output
 
 
 __all__ = ["UniAudio2AudioToTextPipeline", "UniAudio2TextToAudioPipeline", "load_audio_input"]
