@@ -28,6 +28,9 @@ Rebuild the trained tiny default model (`pretrained/tiny-uniaudio2`) from nothin
 
 Every step writes its result under `--work_dir` and is skipped when that result exists, so an interrupted run
 resumes. Step sizes are flags; the defaults are the run documented in `model_cards/tiny-uniaudio2.md`.
+
+`--init_from BUNDLE --stage3_restarts N` continues a trained bundle instead: its codec, tokenizer and LM seed the work
+directory, and only the rows of `--corpus`, the stage 3 restarts and stage 4 are made.
 """
 
 import argparse
@@ -158,6 +161,44 @@ def with_decoder_of(codec, source_dir):
     return source
 
 
+def seed_from_bundle(bundle_dir: Path, work_dir: Path) -> None:
+    """
+    Start a run from a trained bundle: its codec becomes `<work_dir>/codec`, its tokenizer `<work_dir>/tokenizer`, its
+    LM `<work_dir>/stage3` (where the stage 3 restarts begin), and its training log the start of the run's log. Only
+    what the work directory lacks is copied (each through a temporary directory), so a resumed run keeps its results.
+    """
+    import shutil
+
+    bundle_dir = Path(bundle_dir)
+    required = ["config.json", "model.safetensors", "tokenizer_config.json", "codec/config.json", "codec/model.safetensors"]
+    missing = [name for name in required if not (bundle_dir / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{bundle_dir} is not a trained tiny-default bundle: it lacks {', '.join(missing)}.")
+    work_dir.mkdir(parents=True, exist_ok=True)
+
+    def copy_tokenizer(source: Path, target: Path) -> None:
+        target.mkdir()
+        for file in source.iterdir():
+            if file.is_file() and (file.name.startswith("tokenizer") or file.name == "special_tokens_map.json"):
+                shutil.copy(file, target)
+
+    def copy_lm(source: Path, target: Path) -> None:
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("codec", "README.md", "training_log.jsonl"))
+
+    for name, copy in (("codec", lambda s, d: shutil.copytree(s / "codec", d)), ("tokenizer", copy_tokenizer),
+                       ("stage3", copy_lm)):
+        target = work_dir / name
+        if target.exists():
+            continue
+        tmp = work_dir / f"{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        copy(bundle_dir, tmp)
+        tmp.rename(target)
+    log_path = work_dir / "run_log.jsonl"
+    if not log_path.exists() and (bundle_dir / "training_log.jsonl").is_file():
+        shutil.copy(bundle_dir / "training_log.jsonl", log_path)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work_dir", default="outputs/tiny_run")
@@ -193,7 +234,12 @@ def main(argv=None) -> int:
     parser.add_argument("--storage_dtype", default="float16", choices=["float16", "bfloat16", "float32"],
                         help="precision of the bundle's weight files (the models still load and run in float32)")
     parser.add_argument("--card", default=str(REPO / "model_cards" / "tiny-uniaudio2.md"))
+    parser.add_argument("--init_from", default=None,
+                        help="trained bundle to continue: its codec, tokenizer and LM seed the run, which trains only "
+                             "the --stage3_restarts and stage 4 (on --corpus)")
     args = parser.parse_args(argv)
+    if args.init_from and not args.stage3_restarts:
+        parser.error("--init_from continues a bundle's LM with the stage 3 restarts: give --stage3_restarts.")
     torch.set_num_threads(args.threads)
 
     from make_tiny_corpus import make_corpus
@@ -207,6 +253,8 @@ def main(argv=None) -> int:
     from uniaudio2.training_reasoning_codec import CodecTrainingArguments, run_codec_training
 
     work_dir = Path(args.work_dir)
+    if args.init_from:
+        seed_from_bundle(Path(args.init_from), work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path = work_dir / "run_log.jsonl"
 
@@ -261,6 +309,8 @@ def main(argv=None) -> int:
 
     previous = None
     schedule = [(1, 1), (2, 1), *((3, segment) for segment in range(1, len(args.stage3_restarts) + 2)), (4, 1)]
+    if args.init_from:  # the bundle's LM is the run's stage 3
+        previous, schedule = work_dir / "stage3", schedule[3:]
     for stage, segment in schedule:
         init = ["--model_name_or_path", str(previous)] if previous else ["--config_name", str(config_path)]
         previous = run_stage(stage, work_dir, init, args, log, segment)

@@ -414,6 +414,28 @@ def test_train_tiny_default_runs_every_step_and_resumes(tmp_path):
     steps = [json.loads(line)["step"] for line in open(tmp_path / "work" / "run_log.jsonl")]
     assert steps[-1] == "bundle" and steps.count("stage3") == 1 and steps.count("stage3_2") == 1
 
+    # A run can continue the bundle: its codec, tokenizer and LM seed a new work directory; only the stage 3 restart
+    # and stage 4 train, and the new bundle's log continues the old one.
+    continued = [*command[:2], "--work_dir", str(tmp_path / "work2"), "--output_dir", str(tmp_path / "bundle2"),
+                 *command[6:], "--init_from", str(tmp_path / "bundle")]
+    result = subprocess.run([*continued[:-1], str(tmp_path / "missing")], capture_output=True, text=True, env=env)
+    assert result.returncode != 0 and "is not a trained tiny-default bundle" in result.stderr
+    assert not (tmp_path / "work2").exists()
+    result = subprocess.run(continued, capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    old_steps = [json.loads(line)["step"] for line in open(tmp_path / "bundle" / "training_log.jsonl")]
+    new_steps = [json.loads(line)["step"] for line in open(tmp_path / "bundle2" / "training_log.jsonl")]
+    # (a bundle's log is copied before its own "bundle" record is written)
+    assert new_steps == old_steps + ["encode_train", "encode_validation", "stage3_2", "stage4"]
+    assert not (tmp_path / "work2" / "stage1").exists()
+    first = AutoProcessor.from_pretrained(tmp_path / "bundle", trust_remote_code=True).feature_extractor.codec
+    second = AutoProcessor.from_pretrained(tmp_path / "bundle2", trust_remote_code=True).feature_extractor.codec
+    assert all(torch.equal(value, second.state_dict()[name]) for name, value in first.state_dict().items())
+    continued_model = AutoModelForCausalLM.from_pretrained(tmp_path / "bundle2", trust_remote_code=True)
+    weight = "model.embed_tokens.weight"
+    assert weight in model.state_dict()
+    assert not torch.equal(model.state_dict()[weight], continued_model.state_dict()[weight])
+
     # The bundle can take a decoder retrained on the run codec's tokens, and no codec that tokenizes otherwise.
     from train_reasoning_codec import trained_codec
 
