@@ -165,35 +165,29 @@ def seed_from_bundle(bundle_dir: Path, work_dir: Path) -> None:
     """
     Start a run from a trained bundle: its codec becomes `<work_dir>/codec`, its tokenizer `<work_dir>/tokenizer`, its
     LM `<work_dir>/stage3` (where the stage 3 restarts begin), and its training log the start of the run's log. Only
-    what the work directory lacks is copied (each through a temporary directory), so a resumed run keeps its results.
+    what the work directory lacks is written (each directory atomically), so a resumed run keeps its results.
     """
     import shutil
 
-    bundle_dir = Path(bundle_dir)
+    from uniaudio2.utils_uniaudio2 import atomic_directory
+
     required = ["config.json", "model.safetensors", "tokenizer_config.json", "codec/config.json", "codec/model.safetensors"]
     missing = [name for name in required if not (bundle_dir / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{bundle_dir} is not a trained tiny-default bundle: it lacks {', '.join(missing)}.")
-    work_dir.mkdir(parents=True, exist_ok=True)
-
-    def copy_tokenizer(source: Path, target: Path) -> None:
-        target.mkdir()
-        for file in source.iterdir():
-            if file.is_file() and (file.name.startswith("tokenizer") or file.name == "special_tokens_map.json"):
-                shutil.copy(file, target)
-
-    def copy_lm(source: Path, target: Path) -> None:
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns("codec", "README.md", "training_log.jsonl"))
-
-    for name, copy in (("codec", lambda s, d: shutil.copytree(s / "codec", d)), ("tokenizer", copy_tokenizer),
-                       ("stage3", copy_lm)):
-        target = work_dir / name
-        if target.exists():
-            continue
-        tmp = work_dir / f"{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        copy(bundle_dir, tmp)
-        tmp.rename(target)
+    if not (work_dir / "codec").exists():
+        with atomic_directory(work_dir / "codec") as tmp_dir:
+            shutil.copytree(bundle_dir / "codec", tmp_dir, dirs_exist_ok=True)
+    if not (work_dir / "tokenizer").exists():
+        with atomic_directory(work_dir / "tokenizer") as tmp_dir:
+            # Files, not `AutoTokenizer`: loading from the bundle would read its remote-code model config.
+            for file in bundle_dir.iterdir():
+                if file.is_file() and (file.name.startswith("tokenizer") or file.name == "special_tokens_map.json"):
+                    shutil.copy(file, tmp_dir)
+    if not (work_dir / "stage3").exists():
+        with atomic_directory(work_dir / "stage3") as tmp_dir:
+            shutil.copytree(bundle_dir, tmp_dir, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("codec", "README.md", "training_log.jsonl"))
     log_path = work_dir / "run_log.jsonl"
     if not log_path.exists() and (bundle_dir / "training_log.jsonl").is_file():
         shutil.copy(bundle_dir / "training_log.jsonl", log_path)
