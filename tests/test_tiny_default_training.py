@@ -30,6 +30,7 @@ from uniaudio2.training_reasoning_codec import (  # noqa: E402
     CodecTrainer,
     CodecTrainingArguments,
     ReasoningTextAligner,
+    SpectralReconstructionLoss,
     load_corpus,
     reseed_codebooks,
     run_codec_training,
@@ -163,6 +164,26 @@ def test_sq_codec_training_reduces_the_reconstruction_loss(tmp_path):
     args = CodecTrainingArguments(sq_steps=40, sq_batch_size=4, sq_crop_seconds=0.4, warmup_steps=2, log_every=5)
     train_sq_codec(codec, items, args, log=lambda record: losses.append(record["loss"]))
     assert losses[-1] < 0.85 * losses[0], losses
+
+
+def test_multiscale_mel_term_of_the_sq_codec_loss():
+    torch.manual_seed(0)
+    target = 0.1 * torch.randn(2, 12000)
+    plain = SpectralReconstructionLoss(24000)
+    with_term = {weight: SpectralReconstructionLoss(24000, multiscale_mel_weight=weight) for weight in (1.0, 2.0)}
+    assert with_term[1.0](target, target).item() == 0.0
+    extra = []
+    for noise in (0.01, 0.05, 0.2):
+        prediction = target + noise * torch.randn_like(target)
+        term = with_term[1.0](prediction, target) - plain(prediction, target)
+        assert torch.allclose(with_term[2.0](prediction, target) - plain(prediction, target), 2 * term, rtol=1e-4)
+        extra.append(term.item())
+    assert 0 < extra[0] < extra[1] < extra[2], extra
+    # A 2 ms shift of a click train (an onset-timing error) is scored by the term too.
+    clicks = torch.zeros(1, 12000)
+    clicks[:, ::3000] = 1.0
+    shifted = torch.roll(clicks, 48, -1)
+    assert (with_term[1.0](shifted, clicks) - plain(shifted, clicks)).item() > 0.5
 
 
 def test_codec_training_run_saves_a_working_codec(tmp_path):

@@ -18,7 +18,7 @@ Two stages, as in the paper (the SQ-codec is trained first, then everything that
 
 1. **SQ-codec** (`train_sq_codec`): the scalar-quantized waveform auto-encoder whose latents the flow decoder
    generates. Straight-through rounding of the `tanh` latents (optionally after some unrounded steps);
-   multi-resolution log-power STFT + log-mel reconstruction loss.
+   multi-resolution log-power STFT + log-mel reconstruction loss, plus a DAC-style multi-scale mel loss.
 2. **Tokenizer and decoder** (`train_codec`), with the SQ-codec frozen:
    - the *reconstruction* branches (phone / semantic / acoustic RVQs, FiLM-modulated by the reasoning features) and
      the DiT flow-matching decoder, trained end to end with the conditional flow-matching loss on SQ latents
@@ -109,6 +109,11 @@ class SpectralReconstructionLoss(nn.Module):
     """
     Multi-resolution log-power STFT L1 plus a weighted log-mel L1. The floor `eps` on the power keeps the silent
     high bands of synthesized speech (espeak-ng renders at 22.05 kHz, flite at 16 kHz) from dominating the loss.
+
+    With `multiscale_mel_weight > 0`, a multi-scale mel term as in the DAC codec's recipe is added: at each
+    `(n_fft, num_mel_bins)` of `multiscale_mel_scales` (windows of 1.3 to 85 ms at 24 kHz), the L1 distance of the
+    log10 mel magnitudes (floored at 1e-5) plus that of the linear mel magnitudes. Its short windows score the timing
+    of onsets and bursts, which the three long windows above barely see.
     """
 
     def __init__(
@@ -118,11 +123,19 @@ class SpectralReconstructionLoss(nn.Module):
         num_mel_bins: int = 80,
         mel_weight: float = 5.0,
         eps: float = 1e-5,
+        multiscale_mel_weight: float = 0.0,
+        multiscale_mel_scales=((32, 5), (64, 10), (128, 20), (256, 40), (512, 80), (1024, 160), (2048, 320)),
     ):
         super().__init__()
         self.fft_sizes = tuple(fft_sizes)
-        for n_fft in self.fft_sizes:
+        self.multiscale_mel_weight = multiscale_mel_weight
+        self.multiscale_mel_scales = tuple(multiscale_mel_scales) if multiscale_mel_weight > 0 else ()
+        for n_fft in {*self.fft_sizes, *(n_fft for n_fft, _ in self.multiscale_mel_scales)}:
             self.register_buffer(f"window_{n_fft}", torch.hann_window(n_fft), persistent=False)
+        for n_fft, num_bins in self.multiscale_mel_scales:
+            self.register_buffer(
+                f"mel_filters_{n_fft}", htk_mel_filter_bank(n_fft // 2 + 1, num_bins, sampling_rate), persistent=False
+            )
         self.mel_fft = 1024
         self.mel_weight = mel_weight
         self.eps = eps
@@ -130,10 +143,14 @@ class SpectralReconstructionLoss(nn.Module):
             "mel_filters", htk_mel_filter_bank(self.mel_fft // 2 + 1, num_mel_bins, sampling_rate), persistent=False
         )
 
-    def power(self, waveform: torch.Tensor, n_fft: int) -> torch.Tensor:
-        """`|STFT|^2` `(batch, freq, frames)` with a Hann window and hop `n_fft // 4`."""
+    def magnitude(self, waveform: torch.Tensor, n_fft: int) -> torch.Tensor:
+        """`|STFT|` `(batch, freq, frames)` with a Hann window and hop `n_fft // 4`."""
         window = getattr(self, f"window_{n_fft}")
-        return torch.stft(waveform, n_fft, n_fft // 4, window=window, return_complex=True).abs().pow(2)
+        return torch.stft(waveform, n_fft, n_fft // 4, window=window, return_complex=True).abs()
+
+    def power(self, waveform: torch.Tensor, n_fft: int) -> torch.Tensor:
+        """`|STFT|^2` `(batch, freq, frames)`."""
+        return self.magnitude(waveform, n_fft).pow(2)
 
     def log_mel(self, power: torch.Tensor) -> torch.Tensor:
         return (power.transpose(1, 2) @ self.mel_filters + self.eps).log()
@@ -145,6 +162,11 @@ class SpectralReconstructionLoss(nn.Module):
             loss = loss + F.l1_loss((predicted + self.eps).log(), (reference + self.eps).log()) / len(self.fft_sizes)
             if n_fft == self.mel_fft:
                 loss = loss + self.mel_weight * F.l1_loss(self.log_mel(predicted), self.log_mel(reference))
+        for n_fft, _ in self.multiscale_mel_scales:
+            filters = getattr(self, f"mel_filters_{n_fft}")
+            predicted, reference = (self.magnitude(x, n_fft).transpose(1, 2) @ filters for x in (prediction, target))
+            distance = F.l1_loss(predicted.clamp(min=1e-5).log10(), reference.clamp(min=1e-5).log10())
+            loss = loss + self.multiscale_mel_weight * (distance + F.l1_loss(predicted, reference))
         return loss
 
 
@@ -238,6 +260,7 @@ class CodecTrainingArguments:
     sq_crop_seconds: float = 0.6
     sq_learning_rate: float = 2e-3
     sq_unquantized_fraction: float = 0.0
+    sq_multiscale_mel_weight: float = 2.0
     steps: int = 1800
     batch_size: int = 8
     learning_rate: float = 1e-3
@@ -293,7 +316,7 @@ def train_sq_codec(codec: ReasoningCodecModel, items: list[CorpusItem], args: Co
     sq_codec = codec.decoder.sq_codec.train()
     hop = codec.config.decoder_config.hop_length
     crop = max(hop, int(args.sq_crop_seconds * codec.config.sampling_rate) // hop * hop)
-    criterion = SpectralReconstructionLoss(codec.config.sampling_rate)
+    criterion = SpectralReconstructionLoss(codec.config.sampling_rate, multiscale_mel_weight=args.sq_multiscale_mel_weight)
     optimizer = torch.optim.AdamW(sq_codec.parameters(), lr=args.sq_learning_rate)
     scheduler = _cosine_schedule(optimizer, args.warmup_steps, args.sq_steps)
     smoothed = None
