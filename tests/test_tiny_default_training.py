@@ -477,6 +477,44 @@ def test_train_tiny_default_runs_every_step_and_resumes(tmp_path):
     assert not (tmp_path / "bundle" / "codec" / "decoder_training_summary.json").exists()  # none came with it
 
 
+def test_rebundle_swaps_only_the_codec_decoder_of_a_bundle(tmp_path):
+    from rebundle_codec_decoder import rebundle
+    from train_reasoning_codec import trained_codec
+    from transformers import AutoModelForCausalLM, AutoProcessor
+
+    from uniaudio2.tiny_default import CODEC_ENCODE_PATH_PREFIXES, build_tiny_default
+
+    bundle = build_tiny_default(tmp_path / "bundle", seed=0)
+    decoder_dir = tmp_path / "decoder"
+    trained_codec(bundle / "codec", reinit_decoder=True, seed=5).save_pretrained(decoder_dir)
+    (decoder_dir / "training_summary.json").write_text(json.dumps({"sq_steps": 2}))
+
+    ReasoningCodecModel(tiny_codec_config()).save_pretrained(tmp_path / "stranger")
+    with pytest.raises(ValueError, match="does not tokenize as the run's codec"):
+        rebundle(bundle, tmp_path / "stranger", tmp_path / "out")
+    with pytest.raises(FileNotFoundError, match="is not a trained tiny-default bundle"):
+        rebundle(tmp_path / "missing", decoder_dir, tmp_path / "out")
+    with pytest.raises(ValueError, match="must differ"):
+        rebundle(bundle, decoder_dir, bundle)
+    assert not (tmp_path / "out").exists()
+
+    output = rebundle(bundle, decoder_dir, tmp_path / "out", storage_dtype=None)
+    old_model = AutoModelForCausalLM.from_pretrained(bundle, trust_remote_code=True)
+    new_model = AutoModelForCausalLM.from_pretrained(output, trust_remote_code=True)
+    assert all(torch.equal(value, new_model.state_dict()[name]) for name, value in old_model.state_dict().items())
+    assert new_model.generation_config.to_dict() == old_model.generation_config.to_dict()
+    old_codec = AutoProcessor.from_pretrained(bundle, trust_remote_code=True).feature_extractor.codec.state_dict()
+    new_codec = AutoProcessor.from_pretrained(output, trust_remote_code=True).feature_extractor.codec.state_dict()
+    retrained = ReasoningCodecModel.from_pretrained(decoder_dir).state_dict()
+    assert all(torch.equal(value, retrained[name]) for name, value in new_codec.items())
+    assert not torch.equal(new_codec["decoder.dit.input_proj.linear.weight"], old_codec["decoder.dit.input_proj.linear.weight"])
+    encode_path = [name for name in old_codec if name.startswith(CODEC_ENCODE_PATH_PREFIXES)]
+    assert "reasoning_encoder.quantizer.layers.0.embed" in encode_path
+    assert all(torch.equal(old_codec[name], new_codec[name]) for name in encode_path)
+    assert json.loads((output / "codec" / "decoder_training_summary.json").read_text()) == {"sq_steps": 2}
+    assert (output / "README.md").read_text() == (bundle / "README.md").read_text()
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The shipped model
 # ---------------------------------------------------------------------------------------------------------------------
