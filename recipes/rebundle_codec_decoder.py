@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO / "recipes"))
 
 def rebundle(bundle_dir, codec_decoder_from, output_dir, card=None, storage_dtype=torch.float16) -> Path:
     """Write `bundle_dir` with the codec of `codec_decoder_from` to `output_dir` (atomically); returns `output_dir`."""
-    from train_tiny_default import with_decoder_of
+    from train_tiny_default import require_bundle, with_decoder_of
     from transformers import AutoTokenizer
 
     from uniaudio2.modeling_reasoning_codec import ReasoningCodecModel
@@ -46,10 +46,7 @@ def rebundle(bundle_dir, codec_decoder_from, output_dir, card=None, storage_dtyp
     from uniaudio2.tiny_default import build_processor, save_bundle
 
     bundle_dir, output_dir = Path(bundle_dir), Path(output_dir)
-    required = ["config.json", "model.safetensors", "tokenizer_config.json", "codec/config.json", "codec/model.safetensors"]
-    missing = [name for name in required if not (bundle_dir / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{bundle_dir} is not a trained tiny-default bundle: it lacks {', '.join(missing)}.")
+    require_bundle(bundle_dir)
     if output_dir.resolve() == bundle_dir.resolve():
         raise ValueError("--output_dir must differ from --bundle (the bundle is read while the new one is written).")
     codec = ReasoningCodecModel.from_pretrained(str(bundle_dir / "codec")).eval()

@@ -161,6 +161,14 @@ def with_decoder_of(codec, source_dir):
     return source
 
 
+def require_bundle(bundle_dir: Path) -> None:
+    """Raise `FileNotFoundError` unless `bundle_dir` holds a trained tiny-default bundle (LM, tokenizer, codec)."""
+    required = ["config.json", "model.safetensors", "tokenizer_config.json", "codec/config.json", "codec/model.safetensors"]
+    missing = [name for name in required if not (bundle_dir / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{bundle_dir} is not a trained tiny-default bundle: it lacks {', '.join(missing)}.")
+
+
 def seed_from_bundle(bundle_dir: Path, work_dir: Path) -> None:
     """
     Start a run from a trained bundle: its codec becomes `<work_dir>/codec`, its tokenizer `<work_dir>/tokenizer`, its
@@ -171,10 +179,7 @@ def seed_from_bundle(bundle_dir: Path, work_dir: Path) -> None:
 
     from uniaudio2.utils_uniaudio2 import atomic_directory
 
-    required = ["config.json", "model.safetensors", "tokenizer_config.json", "codec/config.json", "codec/model.safetensors"]
-    missing = [name for name in required if not (bundle_dir / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{bundle_dir} is not a trained tiny-default bundle: it lacks {', '.join(missing)}.")
+    require_bundle(bundle_dir)
     if not (work_dir / "codec").exists():
         with atomic_directory(work_dir / "codec") as tmp_dir:
             shutil.copytree(bundle_dir / "codec", tmp_dir, dirs_exist_ok=True)
