@@ -262,8 +262,12 @@ def word_error_rate(references: list[str], hypotheses: list[str], normalizer) ->
     if not pairs:
         return {"wer": None, "n": 0}
     out = jiwer.process_words([r for r, _ in pairs], [h for _, h in pairs])
-    return {"wer": 100.0 * out.wer, "substitutions": out.substitutions, "deletions": out.deletions,
-            "insertions": out.insertions, "reference_words": sum(len(r.split()) for r, _ in pairs), "n": len(pairs)}
+    reference_words = sum(len(r.split()) for r, _ in pairs)
+    # Words heard: the share of reference words the hypothesis got right (hits). Unlike WER it ignores insertions, so
+    # it is not swamped by the loops Whisper hallucinates on unintelligible audio.
+    return {"wer": 100.0 * out.wer, "words_heard": 100.0 * out.hits / reference_words,
+            "substitutions": out.substitutions, "deletions": out.deletions, "insertions": out.insertions,
+            "reference_words": reference_words, "n": len(pairs)}
 
 
 def _run(command: list[str]) -> None:
@@ -548,6 +552,10 @@ def _wer(result) -> float | None:
     return None if result is None else result["wer"]
 
 
+def _heard(result) -> float | None:
+    return None if result is None else result.get("words_heard")
+
+
 def print_report(results: dict) -> None:
     """Print every number of `results` as a few aligned tables."""
     meta, asr, tts, codec = results["meta"], results["asr"], results["tts"], results["codec"]
@@ -567,21 +575,24 @@ def print_report(results: dict) -> None:
           f"{_fmt(judge_rtf, '.3f')}")
 
     print("\n[2] TTS intelligibility (pipeline text-to-audio, task TTS; judge WER against the input sentence)")
-    print(f"  {'audio transcribed by the judge':<58}{'WER %':>8}")
-    print(f"  {'UniAudio 2.0 model, generated speech':<58}{_fmt(_wer(tts['judge_wer_generated']))}")
-    print(f"  {'reference recordings (test wavs: espeak-ng / flite)':<58}{_fmt(_wer(tts['judge_wer_reference']))}")
-    print(f"  {'diagnostic, not a judge: the model ASR on its TTS tokens':<58}"
-          f"{_fmt(_wer(tts['model_asr_wer_on_tokens']))}")
+    print(f"  {'audio transcribed by the judge':<58}{'WER %':>8}{'heard %':>9}")
+    for label, key in (("UniAudio 2.0 model, generated speech", "judge_wer_generated"),
+                       ("reference recordings (test wavs: espeak-ng / flite)", "judge_wer_reference"),
+                       ("diagnostic, not a judge: the model ASR on its TTS tokens", "model_asr_wer_on_tokens")):
+        print(f"  {label:<58}{_fmt(_wer(tts[key]))}{_fmt(_heard(tts[key]), '.1f', 9)}")
     print(f"  generated {tts['generated_seconds']:.1f} s of audio, RTF {_fmt(tts['model_rtf'], '.3f', 0)}, "
           f"{tts['failures']} generation failure(s)")
 
     print("\n[3] Codec reconstruction (same clips; PESQ-wb / STOI at 16 kHz after RMS-envelope alignment)")
-    print(f"  {'system':<26}{'nominal bps':>12}{'measured':>10}{'WER %':>8}{'PESQ-wb':>9}{'STOI':>8}{'lag ms':>8}")
-    print(f"  {'original audio':<26}{'-':>12}{'-':>10}{_fmt(_wer(codec['original']['judge_wer']))}"
+    print(f"  {'system':<26}{'nominal bps':>12}{'measured':>10}{'WER %':>8}{'heard %':>9}{'PESQ-wb':>9}{'STOI':>8}"
+          f"{'lag ms':>8}")
+    original = codec["original"]["judge_wer"]
+    print(f"  {'original audio':<26}{'-':>12}{'-':>10}{_fmt(_wer(original))}{_fmt(_heard(original), '.1f', 9)}"
           f"{'-':>9}{'-':>8}{'-':>8}")
     for name, system in codec["systems"].items():
         print(f"  {name:<26}{system['nominal_bps']:>12.0f}{system['measured_bps']:>10.0f}"
-              f"{_fmt(_wer(system['judge_wer']))}{_fmt(system['pesq_wb'], '.2f', 9)}{system['stoi']:>8.3f}"
+              f"{_fmt(_wer(system['judge_wer']))}{_fmt(_heard(system['judge_wer']), '.1f', 9)}"
+              f"{_fmt(system['pesq_wb'], '.2f', 9)}{system['stoi']:>8.3f}"
               f"{system['mean_abs_lag_ms']:>8.1f}")
     formula = codec["bitrate_formula"]
     gap = codec["codec_wer_gap_points"]
