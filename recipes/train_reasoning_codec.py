@@ -20,8 +20,9 @@ Train a small ReasoningCodec on a corpus made by `recipes/make_tiny_corpus.py` (
 
 `--init_from DIR --reinit_decoder --decoder_only true` retrains only the decoder (SQ-codec, then the DiT) of a trained
 codec: its tokens do not change, so a language model trained on them stays valid. With `--config` the retrained
-decoder may have a wider SQ-codec (`SQ_WIDTH_FIELDS`; the SQ-codec starts fresh, the DiT from DIR's unless
-`--reinit_decoder`); `train_tiny_default.py --codec_decoder_from` puts such a decoder into the bundle.
+decoder may have a wider SQ-codec (`SQ_WIDTH_FIELDS`) or a larger DiT (`DIT_SIZE_FIELDS`): the resized part starts
+fresh, the other from DIR's unless `--reinit_decoder`; `train_tiny_default.py --codec_decoder_from` and
+`rebundle_codec_decoder.py` put such a decoder into a bundle.
 `--sq_codec_from DIR --sq_steps 0` does the opposite: a fresh codec whose SQ-codec (stage 1) is taken, frozen, from
 a trained one, so only stage 2 (encoders, codebooks, text alignment, DiT) runs. The text aligner needs a tokenizer:
 `--tokenizer_dir` loads one, or trains a byte-level BPE on the corpus text and saves it there when the directory does
@@ -77,6 +78,12 @@ SQ_WIDTH_FIELDS = (
 )
 """The SQ-codec fields that `trained_codec` lets a new config change: its width and kernels, not its latents."""
 
+DIT_SIZE_FIELDS = ("dit_num_hidden_layers", "dit_num_attention_heads", "dit_attention_head_dim", "dit_intermediate_size")
+"""The DiT fields that `trained_codec` lets a new config change: its depth and width, not its inputs or outputs."""
+
+RESIZABLE_DECODER_PARTS = {"decoder.sq_codec.": SQ_WIDTH_FIELDS, "decoder.dit.": DIT_SIZE_FIELDS}
+"""Decoder weight prefix -> the config fields that may resize it (its weights then start fresh)."""
+
 CONFIG_BOOKKEEPING_KEYS = ("transformers_version", "architectures", "auto_map", "_name_or_path", "dtype")
 """Config keys that record how a config was saved, not what the model computes."""
 
@@ -90,9 +97,10 @@ def _without_bookkeeping(values: dict, dropped=()) -> dict:
     }
 
 
-def _config_without_sq_width(config) -> dict:
+def _config_without_resizable_fields(config) -> dict:
     values = _without_bookkeeping(config.to_dict())
-    values["decoder_config"] = _without_bookkeeping(values["decoder_config"], SQ_WIDTH_FIELDS)
+    resizable = [field for fields in RESIZABLE_DECODER_PARTS.values() for field in fields]
+    values["decoder_config"] = _without_bookkeeping(values["decoder_config"], resizable)
     return values
 
 
@@ -118,10 +126,11 @@ def tokenizes_alike(codec, other) -> bool:
 
 def trained_codec(init_dir, config=None, reinit_decoder: bool = False, seed: int = 0):
     """
-    The trained codec at `init_dir`, to train further. `config` may give it another SQ-codec width (`SQ_WIDTH_FIELDS`);
-    everything else must be as trained. The tokenizing branches always keep their weights, so the codes, and a language
-    model trained on them, stay valid. The SQ-codec is freshly initialised (seed `seed`) when its width changes, the
-    whole decoder with `reinit_decoder`; the other decoder weights are kept.
+    The trained codec at `init_dir`, to train further. `config` may give it another SQ-codec width (`SQ_WIDTH_FIELDS`)
+    or another DiT size (`DIT_SIZE_FIELDS`); everything else must be as trained. The tokenizing branches always keep
+    their weights, so the codes, and a language model trained on them, stay valid. The SQ-codec or the DiT is freshly
+    initialised (seed `seed`) when its size changes, the whole decoder with `reinit_decoder`; the other decoder weights
+    are kept.
     """
     from uniaudio2.modeling_reasoning_codec import ReasoningCodecModel
 
@@ -129,16 +138,18 @@ def trained_codec(init_dir, config=None, reinit_decoder: bool = False, seed: int
         raise FileNotFoundError(f"No trained codec at {init_dir} (its config.json is missing).")
     trained = ReasoningCodecModel.from_pretrained(str(init_dir))
     config = trained.config if config is None else config
-    if _config_without_sq_width(config) != _config_without_sq_width(trained.config):
+    if _config_without_resizable_fields(config) != _config_without_resizable_fields(trained.config):
+        resizable = ", ".join(field for fields in RESIZABLE_DECODER_PARTS.values() for field in fields)
         raise ValueError(
-            f"The config differs from that of the codec at {init_dir} outside the SQ-codec width "
-            f"({', '.join(SQ_WIDTH_FIELDS)}); its tokens would change."
+            f"The config differs from that of the codec at {init_dir} outside the SQ-codec width and the DiT size "
+            f"({resizable}); its tokens or its latents would change."
         )
-    new_width = any(
-        getattr(config.decoder_config, field) != getattr(trained.config.decoder_config, field)
-        for field in SQ_WIDTH_FIELDS
+    resized = tuple(
+        prefix
+        for prefix, fields in RESIZABLE_DECODER_PARTS.items()
+        if any(getattr(config.decoder_config, f) != getattr(trained.config.decoder_config, f) for f in fields)
     )
-    fresh = ("decoder.",) if reinit_decoder else ("decoder.sq_codec.",) if new_width else ()
+    fresh = ("decoder.",) if reinit_decoder else resized
     torch.manual_seed(seed)
     codec = ReasoningCodecModel(config)
     kept = {name: value for name, value in trained.state_dict().items() if not name.startswith(fresh)}

@@ -368,8 +368,18 @@ def test_trained_codec_can_get_a_wider_sq_codec_and_keeps_its_codes(tmp_path):
     kept = {name: value for name, value in trained.state_dict().items() if not name.startswith("decoder.")}
     assert kept and all(torch.equal(fresh.state_dict()[name], value) for name, value in kept.items())
     assert not torch.equal(fresh.decoder.dit.input_proj.linear.weight, trained.decoder.dit.input_proj.linear.weight)
+    # A deeper, wider DiT: the DiT starts fresh, the SQ-codec and everything else keep their weights.
+    decoder = config.decoder_config
+    larger = trained_codec(tmp_path / "trained", _config_with(
+        config, dit_num_hidden_layers=decoder.dit_num_hidden_layers + 1,
+        dit_intermediate_size=2 * decoder.dit_intermediate_size), seed=3)
+    assert len(larger.decoder.dit.layers) == decoder.dit_num_hidden_layers + 1
+    assert not torch.equal(larger.decoder.dit.input_proj.linear.weight, trained.decoder.dit.input_proj.linear.weight)
+    outside_dit = {name: value for name, value in trained.state_dict().items() if not name.startswith("decoder.dit.")}
+    assert all(torch.equal(larger.state_dict()[name], value) for name, value in outside_dit.items())
+    assert any(name.startswith("decoder.sq_codec.") for name in outside_dit)
     # Anything that would change the tokens or the latents is refused.
-    with pytest.raises(ValueError, match="outside the SQ-codec width"):
+    with pytest.raises(ValueError, match="outside the SQ-codec width and the DiT size"):
         trained_codec(tmp_path / "trained", _config_with(config, sq_quantization_levels=5))
     with pytest.raises(FileNotFoundError, match="No trained codec"):
         trained_codec(tmp_path / "missing")
