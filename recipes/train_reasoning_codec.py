@@ -84,6 +84,8 @@ DIT_SIZE_FIELDS = ("dit_num_hidden_layers", "dit_num_attention_heads", "dit_atte
 RESIZABLE_DECODER_PARTS = {"decoder.sq_codec.": SQ_WIDTH_FIELDS, "decoder.dit.": DIT_SIZE_FIELDS}
 """Decoder weight prefix -> the config fields that may resize it (its weights then start fresh)."""
 
+RESIZABLE_DECODER_FIELDS = tuple(field for fields in RESIZABLE_DECODER_PARTS.values() for field in fields)
+
 CONFIG_BOOKKEEPING_KEYS = ("transformers_version", "architectures", "auto_map", "_name_or_path", "dtype")
 """Config keys that record how a config was saved, not what the model computes."""
 
@@ -99,8 +101,7 @@ def _without_bookkeeping(values: dict, dropped=()) -> dict:
 
 def _config_without_resizable_fields(config) -> dict:
     values = _without_bookkeeping(config.to_dict())
-    resizable = [field for fields in RESIZABLE_DECODER_PARTS.values() for field in fields]
-    values["decoder_config"] = _without_bookkeeping(values["decoder_config"], resizable)
+    values["decoder_config"] = _without_bookkeeping(values["decoder_config"], RESIZABLE_DECODER_FIELDS)
     return values
 
 
@@ -139,10 +140,9 @@ def trained_codec(init_dir, config=None, reinit_decoder: bool = False, seed: int
     trained = ReasoningCodecModel.from_pretrained(str(init_dir))
     config = trained.config if config is None else config
     if _config_without_resizable_fields(config) != _config_without_resizable_fields(trained.config):
-        resizable = ", ".join(field for fields in RESIZABLE_DECODER_PARTS.values() for field in fields)
         raise ValueError(
             f"The config differs from that of the codec at {init_dir} outside the SQ-codec width and the DiT size "
-            f"({resizable}); its tokens or its latents would change."
+            f"({', '.join(RESIZABLE_DECODER_FIELDS)}); its tokens or its latents would change."
         )
     resized = tuple(
         prefix
