@@ -23,6 +23,9 @@ codec: its tokens do not change, so a language model trained on them stays valid
 decoder may have a wider SQ-codec (`SQ_WIDTH_FIELDS`) or a larger DiT (`DIT_SIZE_FIELDS`): the resized part starts
 fresh, the other from DIR's unless `--reinit_decoder`; `train_tiny_default.py --codec_decoder_from` and
 `rebundle_codec_decoder.py` put such a decoder into a bundle.
+`--init_from DIR --decoder_only true --sq_freeze_encoder true --sq_adversarial_weight 1.0 --sq_steps N --steps 0`
+fine-tunes only the SQ-codec's decoder, against a multi-resolution spectrogram discriminator: the codes, the SQ
+latents and the DiT that generates them all stay valid.
 `--sq_codec_from DIR --sq_steps 0` does the opposite: a fresh codec whose SQ-codec (stage 1) is taken, frozen, from
 a trained one, so only stage 2 (encoders, codebooks, text alignment, DiT) runs. The text aligner needs a tokenizer:
 `--tokenizer_dir` loads one, or trains a byte-level BPE on the corpus text and saves it there when the directory does

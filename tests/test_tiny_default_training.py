@@ -3,6 +3,7 @@ The recipes behind the trained tiny default: corpus synthesis, ReasoningCodec tr
 few steps each), and the shipped model itself.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -29,8 +30,10 @@ from uniaudio2.tiny_default import build_tiny_tokenizer, tiny_codec_config  # no
 from uniaudio2.training_reasoning_codec import (  # noqa: E402
     CodecTrainer,
     CodecTrainingArguments,
+    MultiResolutionSpectrogramDiscriminator,
     ReasoningTextAligner,
     SpectralReconstructionLoss,
+    generated_decoder_latents,
     load_corpus,
     reseed_codebooks,
     run_codec_training,
@@ -164,6 +167,50 @@ def test_sq_codec_training_reduces_the_reconstruction_loss(tmp_path):
     args = CodecTrainingArguments(sq_steps=40, sq_batch_size=4, sq_crop_seconds=0.4, warmup_steps=2, log_every=5)
     train_sq_codec(codec, items, args, log=lambda record: losses.append(record["loss"]))
     assert losses[-1] < 0.85 * losses[0], losses
+
+
+def test_spectrogram_discriminator_learns_to_tell_tones_from_noise():
+    torch.manual_seed(0)
+    discriminator = MultiResolutionSpectrogramDiscriminator(fft_sizes=(256, 512))
+    t = torch.arange(6000) / 24000
+    real = 0.3 * torch.sin(2 * torch.pi * torch.tensor([[220.0], [330.0]]) * t)
+    generated = 0.3 * torch.randn(2, 6000)
+    outputs = discriminator(real)
+    assert len(outputs) == 2 and all(len(features) == 7 for features in outputs)
+    # (batch, 1, frames, bins / 2**4) logits: hop n_fft / 4, frequency strided four times
+    assert [tuple(features[-1].shape) for features in outputs] == [(2, 1, 94, 9), (2, 1, 47, 17)]
+    optimizer = torch.optim.Adam(discriminator.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(30):
+        loss = discriminator.discriminator_loss(real, generated)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.2 * losses[0], losses
+    adversarial, feature_matching = discriminator.generator_losses(real, generated)
+    same_adversarial, same_matching = discriminator.generator_losses(real, real)
+    assert adversarial > 4 * same_adversarial and same_matching == 0 < feature_matching
+
+
+def test_adversarial_sq_decoder_training_keeps_the_encoder_and_so_the_latents(tmp_path):
+    corpus = write_synthetic_corpus(tmp_path / "corpus")
+    torch.manual_seed(0)
+    codec = ReasoningCodecModel(fast_codec_config())
+    encoder = {name: value.clone() for name, value in codec.decoder.sq_codec.encoder.state_dict().items()}
+    decoder = {name: value.clone() for name, value in codec.decoder.sq_codec.decoder.state_dict().items()}
+    records = []
+    args = CodecTrainingArguments(sq_steps=4, sq_batch_size=2, sq_crop_seconds=0.4, warmup_steps=1, log_every=2,
+                                  sq_freeze_encoder=True, sq_adversarial_weight=1.0)
+    summary = train_sq_codec(codec, load_corpus(corpus, "train"), args, log=records.append)
+    assert all(torch.equal(value, encoder[name]) for name, value in codec.decoder.sq_codec.encoder.state_dict().items())
+    assert any(not torch.equal(value, decoder[name]) for name, value in codec.decoder.sq_codec.decoder.state_dict().items())
+    keys = {"loss", "reconstruction_loss", "discriminator_loss", "adversarial_loss", "feature_matching_loss"}
+    assert [record["step"] for record in records] == [2, 4] and keys <= records[-1].keys()
+    assert set(summary) == {f"sq_{key}" for key in keys}
+    # the total is the reconstruction loss plus the weighted adversarial terms (smoothed alike)
+    expected = summary["sq_reconstruction_loss"] + summary["sq_adversarial_loss"] + 2.0 * summary["sq_feature_matching_loss"]
+    assert abs(summary["sq_loss"] - expected) < 1e-3 * expected
 
 
 def test_multiscale_mel_term_of_the_sq_codec_loss():
@@ -340,6 +387,62 @@ def test_codec_training_can_take_the_sq_codec_of_a_trained_codec(tmp_path):
     assert train_codec_main([*common, "--config", str(tmp_path / "config.json"), "--output_dir", str(tmp_path / "out" / "c"),
                              "--sq_codec_from", str(tmp_path / "missing")]) == 1
     assert not (tmp_path / "out" / "c").exists()
+
+
+def test_sq_decoder_can_learn_from_the_latents_the_dit_generates(tmp_path):
+    corpus = write_synthetic_corpus(tmp_path / "corpus")
+    torch.manual_seed(0)
+    codec = ReasoningCodecModel(fast_codec_config())
+    items = load_corpus(corpus, "train")
+    hop = codec.config.decoder_config.hop_length
+    pairs = generated_decoder_latents(codec, items[:3])
+    for (latents, waveform), item in zip(pairs, items):
+        # aligned with the clip: 2 latent frames per code frame, the codes covering the clip (and at most one more)
+        assert latents.shape[0] == codec.config.decoder_config.latent_dim
+        assert 0 <= latents.shape[1] * hop - len(item.waveform) < 4 * hop
+        assert torch.equal(waveform, torch.from_numpy(item.waveform))
+        assert torch.equal(latents, codec.decoder.sq_codec.quantize(latents))  # rounded, as the decoder sees them
+    with torch.no_grad():  # they are the DiT's decode of the clip's codes, not the SQ encoder's latents
+        sq_codec = codec.decoder.sq_codec
+        encoded = sq_codec.quantize(sq_codec.encode(torch.from_numpy(items[0].waveform)[None, None]))
+    frames = min(encoded.shape[-1], pairs[0][0].shape[1])
+    assert not torch.allclose(encoded[0, :, :frames], pairs[0][0][:, :frames])
+
+    decoder = {name: value.clone() for name, value in codec.decoder.sq_codec.decoder.state_dict().items()}
+    args = CodecTrainingArguments(sq_steps=2, sq_batch_size=2, sq_crop_seconds=0.4, warmup_steps=1,
+                                  sq_freeze_encoder=True, sq_generated_latents_fraction=0.5, sq_generated_latents_clips=2)
+    assert np.isfinite(train_sq_codec(codec, items, args)["sq_loss"])
+    assert any(not torch.equal(value, decoder[name]) for name, value in codec.decoder.sq_codec.decoder.state_dict().items())
+    with pytest.raises(ValueError, match="sq_freeze_encoder"):
+        train_sq_codec(codec, items, dataclasses.replace(args, sq_freeze_encoder=False))
+    with pytest.raises(ValueError, match="fewer than"):
+        train_sq_codec(codec, items, dataclasses.replace(args, sq_batch_size=8, sq_generated_latents_clips=2))
+
+
+def test_codec_recipe_can_finetune_only_the_sq_decoder_adversarially(tmp_path):
+    from train_reasoning_codec import main as train_codec_main, tokenizes_alike
+
+    corpus = write_synthetic_corpus(tmp_path / "corpus")
+    build_tiny_tokenizer(vocab_size=300, corpus=["low high tone beep soft loud"] * 4).save_pretrained(tmp_path / "tok")
+    fast_codec_config().to_json_file(str(tmp_path / "config.json"))
+    torch.manual_seed(0)
+    ReasoningCodecModel(fast_codec_config()).save_pretrained(tmp_path / "source")
+    assert train_codec_main([
+        "--corpus", str(corpus), "--tokenizer_dir", str(tmp_path / "tok"), "--output_dir", str(tmp_path / "tuned"),
+        "--init_from", str(tmp_path / "source"), "--decoder_only", "true", "--sq_freeze_encoder", "true",
+        "--sq_adversarial_weight", "1.0", "--sq_steps", "2", "--sq_batch_size", "2", "--sq_crop_seconds", "0.4",
+        "--steps", "0", "--warmup_steps", "1", "--threads", "1",
+    ]) == 0
+    source = ReasoningCodecModel.from_pretrained(tmp_path / "source")
+    tuned = ReasoningCodecModel.from_pretrained(tmp_path / "tuned")
+    # Same codes, same SQ latents, same DiT: only the SQ-codec decoder learned.
+    assert tokenizes_alike(source, tuned)
+    tuned_weights = tuned.state_dict()
+    changed = {name for name, value in source.state_dict().items() if not torch.equal(tuned_weights[name], value)}
+    assert changed and all(name.startswith("decoder.sq_codec.decoder.") for name in changed)
+    summary = json.loads((tmp_path / "tuned" / "training_summary.json").read_text())
+    assert summary["arguments"]["sq_adversarial_weight"] == 1.0 and "sq_discriminator_loss" in summary
+    assert "eval_flow_loss" in summary
 
 
 def _config_with(config: ReasoningCodecConfig, **decoder_changes) -> ReasoningCodecConfig:

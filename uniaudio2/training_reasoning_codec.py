@@ -18,7 +18,9 @@ Two stages, as in the paper (the SQ-codec is trained first, then everything that
 
 1. **SQ-codec** (`train_sq_codec`): the scalar-quantized waveform auto-encoder whose latents the flow decoder
    generates. Straight-through rounding of the `tanh` latents (optionally after some unrounded steps);
-   multi-resolution log-power STFT + log-mel reconstruction loss, plus a DAC-style multi-scale mel loss.
+   multi-resolution log-power STFT + log-mel reconstruction loss, plus a DAC-style multi-scale mel loss. Optionally
+   (`sq_adversarial_weight`) a multi-resolution complex-spectrogram discriminator as in the EnCodec / DAC codecs, and
+   (`sq_freeze_encoder`) the decoder alone, so that a trained DiT's latents keep their meaning.
 2. **Tokenizer and decoder** (`train_codec`), with the SQ-codec frozen:
    - the *reconstruction* branches (phone / semantic / acoustic RVQs, FiLM-modulated by the reasoning features) and
      the DiT flow-matching decoder, trained end to end with the conditional flow-matching loss on SQ latents
@@ -170,6 +172,72 @@ class SpectralReconstructionLoss(nn.Module):
         return loss
 
 
+class SpectrogramDiscriminator(nn.Module):
+    """
+    One resolution of `MultiResolutionSpectrogramDiscriminator`: the real and imaginary parts of a Hann-window STFT
+    (hop `n_fft // 4`) read by 2-D convolutions, the middle ones strided by 2 along frequency, with leaky ReLUs.
+    """
+
+    def __init__(self, n_fft: int, channels: int = 8, num_strided_layers: int = 4):
+        super().__init__()
+        self.n_fft = n_fft
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        layers = [nn.Conv2d(2, channels, (3, 9), padding=(1, 4))]
+        layers += [nn.Conv2d(channels, channels, (3, 9), stride=(1, 2), padding=(1, 4)) for _ in range(num_strided_layers)]
+        layers.append(nn.Conv2d(channels, channels, (3, 3), padding=(1, 1)))
+        self.layers = nn.ModuleList(layers)
+        self.output = nn.Conv2d(channels, 1, (3, 3), padding=(1, 1))
+
+    def forward(self, waveform: torch.Tensor) -> list[torch.Tensor]:
+        """`(batch, samples)` -> the feature maps of every layer, the last one being the `(batch, 1, frames, bins)` logits."""
+        spectrogram = torch.stft(waveform, self.n_fft, self.n_fft // 4, window=self.window, return_complex=True)
+        hidden_states = torch.view_as_real(spectrogram).permute(0, 3, 2, 1)  # (batch, 2, frames, bins)
+        features = []
+        for layer in self.layers:
+            hidden_states = F.leaky_relu(layer(hidden_states), 0.2)
+            features.append(hidden_states)
+        features.append(self.output(hidden_states))
+        return features
+
+
+class MultiResolutionSpectrogramDiscriminator(nn.Module):
+    """
+    Complex-spectrogram discriminators at several STFT resolutions (the multi-resolution STFT discriminator of the
+    EnCodec and DAC codecs, scaled down), for the adversarial training of the SQ-codec decoder
+    (`CodecTrainingArguments.sq_adversarial_weight`). Magnitude losses leave the phase free; the discriminator sees it.
+    Used only in training; it is not part of the saved codec.
+    """
+
+    def __init__(self, fft_sizes=(512, 1024, 2048), channels: int = 8):
+        super().__init__()
+        self.discriminators = nn.ModuleList([SpectrogramDiscriminator(n_fft, channels) for n_fft in fft_sizes])
+
+    def forward(self, waveform: torch.Tensor) -> list[list[torch.Tensor]]:
+        """`(batch, samples)` -> per resolution, its feature maps (logits last)."""
+        return [discriminator(waveform) for discriminator in self.discriminators]
+
+    def discriminator_loss(self, real: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
+        """Least-squares GAN loss of the discriminator: real clips scored 1, generated (detached) ones 0."""
+        loss = real.new_zeros(())
+        for real_features, generated_features in zip(self(real), self(generated.detach())):
+            loss = loss + (real_features[-1] - 1).pow(2).mean() + generated_features[-1].pow(2).mean()
+        return loss
+
+    def generator_losses(self, real: torch.Tensor, generated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        `(adversarial, feature_matching)`: the least-squares loss of the generated clips scored as real, and the L1
+        distance of their feature maps to those of the real clips (every layer but the logits, averaged).
+        """
+        adversarial, feature_matching = real.new_zeros(()), real.new_zeros(())
+        with torch.no_grad():
+            real_outputs = self(real)
+        for real_features, generated_features in zip(real_outputs, self(generated)):
+            adversarial = adversarial + (generated_features[-1] - 1).pow(2).mean()
+            pairs = list(zip(real_features[:-1], generated_features[:-1]))
+            feature_matching = feature_matching + sum(F.l1_loss(g, r) for r, g in pairs) / len(pairs)
+        return adversarial, feature_matching
+
+
 class ReasoningTextAligner(nn.Module):
     """
     Text decoder that reads the quantized reasoning features (5 Hz) and predicts the transcript or caption: the
@@ -261,6 +329,12 @@ class CodecTrainingArguments:
     sq_learning_rate: float = 2e-3
     sq_unquantized_fraction: float = 0.0
     sq_multiscale_mel_weight: float = 2.0
+    sq_freeze_encoder: bool = False
+    sq_adversarial_weight: float = 0.0
+    sq_feature_matching_weight: float = 2.0
+    sq_discriminator_learning_rate: float = 2e-4
+    sq_generated_latents_fraction: float = 0.0
+    sq_generated_latents_clips: int = 1000
     steps: int = 1800
     batch_size: int = 8
     learning_rate: float = 1e-3
@@ -297,11 +371,54 @@ def _random_crops(items: list[CorpusItem], batch_size: int, crop: int, rng: rand
     return torch.stack(crops)
 
 
-def sq_codec_forward(sq_codec, waveform: torch.Tensor, quantize: bool = True) -> torch.Tensor:
+@torch.no_grad()
+def generated_decoder_latents(
+    codec: ReasoningCodecModel, items: list[CorpusItem], seed: int = 0
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """
+    `(rounded latents (latent_dim, frames), waveform)` per clip, the latents being those the codec's DiT generates from
+    the clip's own reconstruction codes (its inference path: `encode`, then `decode` with a generator seeded `seed`),
+    time-aligned with the clip (latent frame `k` covers samples `k * hop_length` on). The SQ-codec decoder can then be
+    fine-tuned on them (`CodecTrainingArguments.sq_generated_latents_fraction`), as vocoders are fine-tuned on the
+    features an acoustic model predicts.
+    """
+    from tqdm.auto import tqdm
+
+    codec.eval()
+    sq_codec = codec.decoder.sq_codec
+    generator = torch.Generator().manual_seed(seed)
+    pairs = []
+    for item in tqdm(items, desc="DiT latents"):
+        waveform = torch.from_numpy(item.waveform)
+        codes = codec.encode(waveform[None, None].to(codec.device, codec.dtype)).reconstruction_codes
+        latents = codec.decode(codes, generator=generator, show_progress=False).latents[0].transpose(0, 1)
+        pairs.append((sq_codec.quantize(latents.float()).cpu(), waveform))
+    return pairs
+
+
+def _random_latent_crops(pairs, count: int, frames: int, hop: int, rng: random.Random):
+    """`count` random aligned crops of `frames` latent frames and their `frames * hop` samples (zero-padded)."""
+    latents, waveforms = [], []
+    for latent, waveform in rng.sample(pairs, count):
+        available = min(latent.shape[1], len(waveform) // hop)
+        start = rng.randrange(max(1, available - frames + 1))
+        crop = latent[:, start : start + frames]
+        latents.append(F.pad(crop, (0, frames - crop.shape[1])))
+        audio = waveform[start * hop : (start + frames) * hop]
+        waveforms.append(F.pad(audio, (0, frames * hop - audio.shape[0])))
+    return torch.stack(latents), torch.stack(waveforms)
+
+
+def sq_codec_forward(sq_codec, waveform: torch.Tensor, quantize: bool = True, freeze_encoder: bool = False) -> torch.Tensor:
     """
     Auto-encode `(batch, samples)` on the training path of the SQ-codec: straight-through rounding of the latents
     (`quantize=True`), or none (`CodecTrainingArguments.sq_unquantized_fraction` of the steps can run unrounded).
+    With `freeze_encoder`, the encoder runs without gradients and its latents are rounded as at inference.
     """
+    if freeze_encoder:
+        with torch.no_grad():
+            latents = sq_codec.quantize(sq_codec.encode(waveform[:, None]))
+        return sq_codec.decoder(latents)[:, 0]
     latents = sq_codec.encode(waveform[:, None])
     if quantize:
         latents = latents + (sq_codec.quantize(latents) - latents).detach()
@@ -309,37 +426,87 @@ def sq_codec_forward(sq_codec, waveform: torch.Tensor, quantize: bool = True) ->
 
 
 def train_sq_codec(codec: ReasoningCodecModel, items: list[CorpusItem], args: CodecTrainingArguments, log=None) -> dict:
-    """Stage 1: train `codec.decoder.sq_codec` to reconstruct waveforms. Returns the final smoothed loss."""
+    """
+    Stage 1: train `codec.decoder.sq_codec` to reconstruct waveforms. Returns the final smoothed losses.
+
+    With `args.sq_freeze_encoder`, only the SQ-codec decoder learns: the latents, and so a DiT trained to generate
+    them, stay valid. With it, `args.sq_generated_latents_fraction` of each batch decodes the DiT's own latents for
+    the clip (`generated_decoder_latents` of the first `args.sq_generated_latents_clips` clips) instead of the
+    encoder's, so that the decoder learns to turn what the DiT really generates into the original waveform. With `args.sq_adversarial_weight > 0`, a `MultiResolutionSpectrogramDiscriminator` is trained
+    alongside (least-squares GAN, HiFi-GAN style) and the decoder's loss adds `sq_adversarial_weight` x (adversarial +
+    `sq_feature_matching_weight` x feature-matching) to the spectral reconstruction loss.
+    """
     from tqdm.auto import tqdm
 
     rng = random.Random(args.seed)
-    sq_codec = codec.decoder.sq_codec.train()
     hop = codec.config.decoder_config.hop_length
     crop = max(hop, int(args.sq_crop_seconds * codec.config.sampling_rate) // hop * hop)
+    num_generated = round(args.sq_generated_latents_fraction * args.sq_batch_size) if args.sq_steps > 0 else 0
+    generated = []
+    if num_generated > 0:
+        if not args.sq_freeze_encoder:
+            raise ValueError("`sq_generated_latents_fraction` needs `sq_freeze_encoder`: the DiT generates the latents "
+                             "of the encoder it was trained with.")
+        clips = items[: args.sq_generated_latents_clips]
+        if len(clips) < num_generated:
+            raise ValueError(f"{len(clips)} clip(s) for DiT latents, fewer than the {num_generated} of each batch.")
+        generated = generated_decoder_latents(codec, clips, args.seed)
+    sq_codec = codec.decoder.sq_codec.train()
     criterion = SpectralReconstructionLoss(codec.config.sampling_rate, multiscale_mel_weight=args.sq_multiscale_mel_weight)
-    optimizer = torch.optim.AdamW(sq_codec.parameters(), lr=args.sq_learning_rate)
+    trained = sq_codec.decoder if args.sq_freeze_encoder else sq_codec
+    adversarial = args.sq_adversarial_weight > 0
+    # HiFi-GAN's Adam betas when a discriminator is trained alongside, AdamW's defaults otherwise.
+    betas = (0.8, 0.99) if adversarial else (0.9, 0.999)
+    optimizer = torch.optim.AdamW(trained.parameters(), lr=args.sq_learning_rate, betas=betas)
     scheduler = _cosine_schedule(optimizer, args.warmup_steps, args.sq_steps)
-    smoothed = None
+    if adversarial:
+        discriminator = MultiResolutionSpectrogramDiscriminator().to(next(sq_codec.parameters()).device).train()
+        discriminator_optimizer = torch.optim.AdamW(
+            discriminator.parameters(), lr=args.sq_discriminator_learning_rate, betas=betas
+        )
+        discriminator_scheduler = _cosine_schedule(discriminator_optimizer, args.warmup_steps, args.sq_steps)
+    smoothed: dict = {}
     progress = tqdm(range(args.sq_steps), desc="SQ-codec")
     for step in progress:
-        waveform = _random_crops(items, args.sq_batch_size, crop, rng)
+        waveform = _random_crops(items, args.sq_batch_size - num_generated, crop, rng)
         quantize = step >= args.sq_unquantized_fraction * args.sq_steps
-        loss = criterion(sq_codec_forward(sq_codec, waveform, quantize), waveform)
+        reconstruction = sq_codec_forward(sq_codec, waveform, quantize, args.sq_freeze_encoder)
+        if num_generated > 0:
+            latents, generated_waveform = _random_latent_crops(generated, num_generated, crop // hop, hop, rng)
+            reconstruction = torch.cat([reconstruction, sq_codec.decoder(latents)[:, 0, : latents.shape[-1] * hop]])
+            waveform = torch.cat([waveform, generated_waveform])
+        losses = {"reconstruction_loss": criterion(reconstruction, waveform)}
+        if adversarial:
+            losses["discriminator_loss"] = discriminator.discriminator_loss(waveform, reconstruction)
+            discriminator_optimizer.zero_grad(set_to_none=True)
+            losses["discriminator_loss"].backward()
+            discriminator_optimizer.step()
+            discriminator_scheduler.step()
+            losses["adversarial_loss"], losses["feature_matching_loss"] = discriminator.generator_losses(
+                waveform, reconstruction
+            )
+        loss = losses["reconstruction_loss"]
+        if adversarial:
+            loss = loss + args.sq_adversarial_weight * (
+                losses["adversarial_loss"] + args.sq_feature_matching_weight * losses["feature_matching_loss"]
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # Only outliers are clipped: the gradient reaching the first encoder layers is orders of magnitude smaller than
         # at the output layer, and a unit clip would freeze them.
-        torch.nn.utils.clip_grad_norm_(sq_codec.parameters(), 50.0)
+        torch.nn.utils.clip_grad_norm_(trained.parameters(), 50.0)
         optimizer.step()
         scheduler.step()
-        value = loss.item()
-        smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
+        losses["loss"] = loss
+        for key, value in losses.items():
+            value = value.item()
+            smoothed[key] = value if key not in smoothed else 0.98 * smoothed[key] + 0.02 * value
         if (step + 1) % args.log_every == 0:
-            progress.set_postfix(loss=f"{smoothed:.3f}")
+            progress.set_postfix({key: f"{value:.3f}" for key, value in smoothed.items()})
             if log is not None:
-                log({"stage": "sq_codec", "step": step + 1, "loss": round(smoothed, 4)})
+                log({"stage": "sq_codec", "step": step + 1, **{key: round(value, 4) for key, value in smoothed.items()}})
     sq_codec.eval()
-    return {"sq_loss": smoothed}
+    return {f"sq_{key}": value for key, value in smoothed.items()}
 
 
 class CodecTrainer:
@@ -676,8 +843,10 @@ def run_codec_training(codec, tokenizer, corpus_dir, output_dir, args: CodecTrai
 __all__ = [
     "CodecTrainingArguments",
     "CodecTrainer",
+    "MultiResolutionSpectrogramDiscriminator",
     "ReasoningTextAligner",
     "SpectralReconstructionLoss",
+    "generated_decoder_latents",
     "load_corpus",
     "reseed_codebooks",
     "run_codec_training",
