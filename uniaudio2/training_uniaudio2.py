@@ -523,6 +523,11 @@ def _train_and_save(trainer: Trainer, training_args: TrainingArguments, eval_dat
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
     trainer.save_state()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Every rank leaves the group together and tears it down before the interpreter exits: left to exit, a rank's
+        # gloo threads can abort it ("terminate called without an active exception") after a successful run.
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def train_main(argv=None) -> int:
