@@ -506,7 +506,7 @@ def train_sq_codec(codec: ReasoningCodecModel, items: list[CorpusItem], args: Co
             if log is not None:
                 log({"stage": "sq_codec", "step": step + 1, **{key: round(value, 4) for key, value in smoothed.items()}})
     sq_codec.eval()
-    return {f"sq_{key}": value for key, value in smoothed.items()}
+    return {f"sq_{key}": value for key, value in smoothed.items()} if smoothed else {"sq_loss": None}
 
 
 class CodecTrainer:
