@@ -22,7 +22,9 @@ Train a small ReasoningCodec on a corpus made by `recipes/make_tiny_corpus.py` (
 codec: its tokens do not change, so a language model trained on them stays valid. With `--config` the retrained
 decoder may have a wider SQ-codec (`SQ_WIDTH_FIELDS`) or a larger DiT (`DIT_SIZE_FIELDS`): the resized part starts
 fresh, the other from DIR's unless `--reinit_decoder`; `train_tiny_default.py --codec_decoder_from` and
-`rebundle_codec_decoder.py` put such a decoder into a bundle.
+`rebundle_codec_decoder.py` put such a decoder into a bundle. `--grow_dit` with a `--config` whose DiT only has more
+layers keeps the trained DiT instead and inserts layers that start as identities (`grow_dit_layers`), so training
+continues from what the trained decoder generates.
 `--init_from DIR --decoder_only true --sq_freeze_encoder true --sq_adversarial_weight 1.0 --sq_steps N --steps 0`
 fine-tunes only the SQ-codec's decoder, against a multi-resolution spectrogram discriminator: the codes, the SQ
 latents and the DiT that generates them all stay valid.
@@ -128,13 +130,52 @@ def tokenizes_alike(codec, other) -> bool:
     )
 
 
-def trained_codec(init_dir, config=None, reinit_decoder: bool = False, seed: int = 0):
+def _dit_size(config, kept_equal: str) -> dict:
+    """The DiT size fields of `config` other than `kept_equal`."""
+    return {field: getattr(config.decoder_config, field) for field in DIT_SIZE_FIELDS if field != kept_equal}
+
+
+DIT_IDENTITY_PARAMETERS = ("self_attn.o_proj.weight", "self_attn.o_proj.bias", "mlp.fc2.weight", "mlp.fc2.bias")
+"""The DiT layer weights that are zero in a layer inserted by `grow_dit_layers`: both residual branches add nothing."""
+
+
+def grow_dit_layers(state_dict: dict, num_layers: int, new_num_layers: int) -> dict:
+    """
+    The codec weights `state_dict` with its `num_layers`-layer DiT deepened to `new_num_layers` layers without changing
+    what it computes (depth up-scaling): the trained layers keep their order, spread evenly over the new depth (the
+    first and last stay first and last), and each inserted layer is a copy of the trained layer below it whose output
+    projections (`DIT_IDENTITY_PARAMETERS`) are zero, so that its attention and MLP branches add nothing to the
+    residual stream until training moves them.
+    """
+    if not 0 < num_layers <= new_num_layers:
+        raise ValueError(f"Cannot grow a DiT of {num_layers} layers to {new_num_layers}.")
+    prefix = "decoder.dit.layers."
+    if new_num_layers == 1:
+        placement = [0]
+    else:
+        placement = [round(index * (new_num_layers - 1) / max(num_layers - 1, 1)) for index in range(num_layers)]
+    grown = {name: value for name, value in state_dict.items() if not name.startswith(prefix)}
+    source = 0
+    for position in range(new_num_layers):
+        inserted = position not in placement
+        if not inserted:
+            source = placement.index(position)
+        layer_prefix = f"{prefix}{source}."
+        for name, value in state_dict.items():
+            if name.startswith(layer_prefix):
+                suffix = name[len(layer_prefix):]
+                zeroed = inserted and suffix in DIT_IDENTITY_PARAMETERS
+                grown[f"{prefix}{position}.{suffix}"] = torch.zeros_like(value) if zeroed else value.clone()
+    return grown
+
+
+def trained_codec(init_dir, config=None, reinit_decoder: bool = False, seed: int = 0, grow_dit: bool = False):
     """
     The trained codec at `init_dir`, to train further. `config` may give it another SQ-codec width (`SQ_WIDTH_FIELDS`)
     or another DiT size (`DIT_SIZE_FIELDS`); everything else must be as trained. The tokenizing branches always keep
     their weights, so the codes, and a language model trained on them, stay valid. The SQ-codec or the DiT is freshly
     initialised (seed `seed`) when its size changes, the whole decoder with `reinit_decoder`; the other decoder weights
-    are kept.
+    are kept. With `grow_dit`, a DiT that only gets more layers keeps its trained weights instead (see `grow_dit_layers`).
     """
     from uniaudio2.modeling_reasoning_codec import ReasoningCodecModel
 
@@ -152,10 +193,23 @@ def trained_codec(init_dir, config=None, reinit_decoder: bool = False, seed: int
         for prefix, fields in RESIZABLE_DECODER_PARTS.items()
         if any(getattr(config.decoder_config, f) != getattr(trained.config.decoder_config, f) for f in fields)
     )
+    trained_weights = trained.state_dict()
+    if grow_dit and not reinit_decoder:
+        deeper = config.decoder_config.dit_num_hidden_layers > trained.config.decoder_config.dit_num_hidden_layers
+        if not deeper or _dit_size(config, "dit_num_hidden_layers") != _dit_size(trained.config, "dit_num_hidden_layers"):
+            raise ValueError(
+                "grow_dit needs a config whose DiT has more layers than the trained one and is otherwise the same "
+                f"(trained: {trained.config.decoder_config.dit_num_hidden_layers} layers)."
+            )
+        trained_weights = grow_dit_layers(
+            trained_weights, trained.config.decoder_config.dit_num_hidden_layers,
+            config.decoder_config.dit_num_hidden_layers,
+        )
+        resized = tuple(prefix for prefix in resized if prefix != "decoder.dit.")
     fresh = ("decoder.",) if reinit_decoder else resized
     torch.manual_seed(seed)
     codec = ReasoningCodecModel(config)
-    kept = {name: value for name, value in trained.state_dict().items() if not name.startswith(fresh)}
+    kept = {name: value for name, value in trained_weights.items() if not name.startswith(fresh)}
     missing, unexpected = codec.load_state_dict(kept, strict=False)
     if unexpected or any(not name.startswith(fresh) for name in missing):
         raise ValueError(f"The weights of the codec at {init_dir} do not fit its config.")
@@ -211,6 +265,9 @@ def main(argv=None) -> int:
     parser.add_argument("--train_limit", type=int, default=None, help="use only the first N training clips")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--init_from", default=None, help="start from this trained codec instead of a fresh one")
+    parser.add_argument("--grow_dit", action="store_true",
+                        help="with --init_from and a --config whose DiT only has more layers: keep the trained layers "
+                        "and insert identity layers between them (grow_dit_layers) instead of a fresh DiT")
     parser.add_argument("--reinit_decoder", action="store_true",
                         help="with --init_from: re-initialise the decoder (SQ-codec + DiT) before training it")
     parser.add_argument("--sq_codec_from", default=None,
@@ -234,7 +291,7 @@ def main(argv=None) -> int:
     try:
         tokenizer = corpus_tokenizer(args.corpus, args.tokenizer_dir)
         if args.init_from:
-            codec = trained_codec(args.init_from, config, args.reinit_decoder, training_args.seed)
+            codec = trained_codec(args.init_from, config, args.reinit_decoder, training_args.seed, args.grow_dit)
         else:
             if args.whisper_from:
                 training_args.freeze_whisper = True

@@ -488,6 +488,55 @@ def test_trained_codec_can_get_a_wider_sq_codec_and_keeps_its_codes(tmp_path):
         trained_codec(tmp_path / "missing")
 
 
+def test_grown_dit_computes_what_the_trained_one_did_and_then_learns(tmp_path):
+    from train_reasoning_codec import DIT_IDENTITY_PARAMETERS, grow_dit_layers, trained_codec
+
+    config = _config_with(fast_codec_config(), dit_num_hidden_layers=2)
+    torch.manual_seed(0)
+    trained = ReasoningCodecModel(config)
+    with torch.no_grad():  # a trained DiT's output projections are not zero: make the check mean something
+        for layer in trained.decoder.dit.layers:
+            layer.self_attn.o_proj.weight.normal_(0, 0.1)
+            layer.mlp.fc2.weight.normal_(0, 0.1)
+    trained.save_pretrained(tmp_path / "trained")
+    trained = ReasoningCodecModel.from_pretrained(tmp_path / "trained").eval()
+    depth = config.decoder_config.dit_num_hidden_layers
+    deeper = _config_with(config, dit_num_hidden_layers=depth + 2)
+    grown = trained_codec(tmp_path / "trained", deeper, seed=3, grow_dit=True).eval()
+    assert len(grown.decoder.dit.layers) == depth + 2
+    torch.manual_seed(1)
+    hidden, timestep = torch.randn(2, 20, config.decoder_config.dit_in_channels), torch.rand(2)
+    with torch.no_grad():
+        torch.testing.assert_close(grown.decoder.dit(hidden, timestep), trained.decoder.dit(hidden, timestep))
+    # The trained layers keep their order, first and last in place; the inserted ones start as identities.
+    weights = trained.state_dict()
+    grown_weights = grown.state_dict()
+    trained_layer = lambda index: {k.split(f"layers.{index}.", 1)[1]: v for k, v in weights.items()  # noqa: E731
+                                   if k.startswith(f"decoder.dit.layers.{index}.")}
+    first = {k: v for k, v in grown_weights.items() if k.startswith("decoder.dit.layers.0.")}
+    assert all(torch.equal(v, trained_layer(0)[k.split("layers.0.", 1)[1]]) for k, v in first.items())
+    last = f"decoder.dit.layers.{depth + 1}.mlp.fc2.weight"
+    assert torch.equal(grown_weights[last], weights[f"decoder.dit.layers.{depth - 1}.mlp.fc2.weight"])
+    inserted = [i for i in range(depth + 2) if not grown_weights[f"decoder.dit.layers.{i}.mlp.fc2.weight"].any()]
+    assert len(inserted) == 2 and 0 not in inserted and depth + 1 not in inserted
+    assert all(not grown_weights[f"decoder.dit.layers.{i}.{name}"].any() for i in inserted for name in DIT_IDENTITY_PARAMETERS)
+    outside_dit = {k: v for k, v in weights.items() if not k.startswith("decoder.dit.layers.")}
+    assert all(torch.equal(grown_weights[k], v) for k, v in outside_dit.items())
+    # The zero projections still get gradients, so the inserted layers train.
+    grown.train()
+    grown.decoder.dit(hidden, timestep).square().mean().backward()
+    assert all(grown.decoder.dit.layers[i].self_attn.o_proj.weight.grad.abs().sum() > 0 for i in inserted)
+    # Growing needs more layers and nothing else changed.
+    with pytest.raises(ValueError, match="more layers"):
+        trained_codec(tmp_path / "trained", config, grow_dit=True)
+    wider = _config_with(config, dit_num_hidden_layers=depth + 1,
+                         dit_intermediate_size=2 * config.decoder_config.dit_intermediate_size)
+    with pytest.raises(ValueError, match="more layers"):
+        trained_codec(tmp_path / "trained", wider, grow_dit=True)
+    with pytest.raises(ValueError, match="Cannot grow"):
+        grow_dit_layers(weights, depth, depth - 1)
+
+
 def test_codec_training_errors_leave_nothing_behind(tmp_path):
     corpus = write_synthetic_corpus(tmp_path / "corpus")
     (corpus / "validation.jsonl").unlink()
