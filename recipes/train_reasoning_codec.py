@@ -130,9 +130,9 @@ def tokenizes_alike(codec, other) -> bool:
     )
 
 
-def _dit_size(config, kept_equal: str) -> dict:
-    """The DiT size fields of `config` other than `kept_equal`."""
-    return {field: getattr(config.decoder_config, field) for field in DIT_SIZE_FIELDS if field != kept_equal}
+def _dit_size(config, except_field: str) -> dict:
+    """The DiT size fields of `config` other than `except_field`."""
+    return {field: getattr(config.decoder_config, field) for field in DIT_SIZE_FIELDS if field != except_field}
 
 
 DIT_IDENTITY_PARAMETERS = ("self_attn.o_proj.weight", "self_attn.o_proj.bias", "mlp.fc2.weight", "mlp.fc2.bias")
@@ -150,22 +150,22 @@ def grow_dit_layers(state_dict: dict, num_layers: int, new_num_layers: int) -> d
     if not 0 < num_layers <= new_num_layers:
         raise ValueError(f"Cannot grow a DiT of {num_layers} layers to {new_num_layers}.")
     prefix = "decoder.dit.layers."
-    if new_num_layers == 1:
-        placement = [0]
-    else:
-        placement = [round(index * (new_num_layers - 1) / max(num_layers - 1, 1)) for index in range(num_layers)]
-    grown = {name: value for name, value in state_dict.items() if not name.startswith(prefix)}
+    grown, layers = {}, [{} for _ in range(num_layers)]
+    for name, value in state_dict.items():
+        if name.startswith(prefix):
+            index, suffix = name[len(prefix):].split(".", 1)
+            layers[int(index)][suffix] = value
+        else:
+            grown[name] = value
+    # new depth -> trained layer placed there
+    placement = {round(index * (new_num_layers - 1) / max(num_layers - 1, 1)): index for index in range(num_layers)}
     source = 0
     for position in range(new_num_layers):
         inserted = position not in placement
-        if not inserted:
-            source = placement.index(position)
-        layer_prefix = f"{prefix}{source}."
-        for name, value in state_dict.items():
-            if name.startswith(layer_prefix):
-                suffix = name[len(layer_prefix):]
-                zeroed = inserted and suffix in DIT_IDENTITY_PARAMETERS
-                grown[f"{prefix}{position}.{suffix}"] = torch.zeros_like(value) if zeroed else value.clone()
+        source = placement.get(position, source)
+        for suffix, value in layers[source].items():
+            zeroed = inserted and suffix in DIT_IDENTITY_PARAMETERS
+            grown[f"{prefix}{position}.{suffix}"] = torch.zeros_like(value) if zeroed else value.clone()
     return grown
 
 
