@@ -343,12 +343,11 @@ def build_model(config: UniAudio2Config, converted: dict[str, torch.Tensor]) -> 
     with torch.device("meta"):
         model = UniAudio2ForConditionalGeneration(config)
     model.load_state_dict(converted, strict=True, assign=True)
-    # Non-persistent buffers were created on the meta device: rebuild them on CPU.
-    model.model.audio_tokens_offsets = torch.arange(config.num_codebooks) * config.audio_vocab_size
+    # The rotary tables are non-persistent buffers created on the meta device: rebuild them on CPU.
     for owner in (model.model, model.depth_decoder):
         for name, module in list(owner.named_children()):
             if isinstance(module, LlamaRotaryEmbedding):
-                setattr(owner, name, LlamaRotaryEmbedding(config=module.config))
+                setattr(owner, name, type(module)(config=module.config))
     return model.eval()
 
 
