@@ -138,14 +138,20 @@ def test_cached_forward_matches_full_forward(tiny_model):
 
 def test_invalid_inputs_raise_clear_errors(tiny_model):
     grid = random_grid()
+    # Value checks read the data (a host sync), so `forward` leaves them to `check_inputs`, which `generate` runs
+    # once on its prompt.
     bad = dict(grid, audio_codes=grid["audio_codes"].clone())
     bad["audio_codes"][0, 4, 2] = 40
     with pytest.raises(ValueError, match="audio_codes"):
-        tiny_model(**bad)
+        tiny_model.model.check_inputs(**bad)
+    for mode in ("text", "audio"):
+        with pytest.raises(ValueError, match="audio_codes"):
+            tiny_model.generate(**bad, generation_mode=mode, max_new_tokens=2, max_new_frames=2)
     bad = dict(grid, input_ids=grid["input_ids"].clone())
     bad["input_ids"][0, 0] = 96
     with pytest.raises(ValueError, match="input_ids"):
-        tiny_model(**bad)
+        tiny_model.model.check_inputs(**bad)
+    tiny_model.model.check_inputs(**grid)
     with pytest.raises(ValueError, match="audio_codes_mask"):
         tiny_model(input_ids=grid["input_ids"], audio_codes=grid["audio_codes"])
     with pytest.raises(ValueError, match="shape"):

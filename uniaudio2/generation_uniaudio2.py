@@ -13,11 +13,12 @@
 # limitations under the License.
 """Generation for UniAudio 2.0: text generation over the text stream and reasoning-first audio frame generation."""
 
+import copy
 from dataclasses import dataclass
 
 import torch
-from transformers.cache_utils import DynamicCache
-from transformers.generation import GenerationMixin
+from transformers.cache_utils import DynamicCache, StaticCache
+from transformers.generation import CompileConfig, GenerationMixin
 from transformers.utils import ModelOutput, logging
 
 
@@ -70,6 +71,11 @@ def _sample_from_logits(
     """Greedy or temperature / top-k sampling of `(batch, vocab)` logits."""
     if not do_sample or (top_k is not None and top_k == 1):
         return logits.argmax(dim=-1)
+    if generator is not None and _device_key(generator.device) != _device_key(logits.device):
+        raise ValueError(
+            f"The sampling `generator` is on {generator.device} but the codebook logits are on {logits.device}: create "
+            f"it there, e.g. `torch.Generator(device={str(logits.device)!r}).manual_seed(seed)`."
+        )
     if temperature <= 0:
         raise ValueError(f"`temperature` must be > 0 for sampling, got {temperature}.")
     logits = logits / temperature
@@ -78,6 +84,10 @@ def _sample_from_logits(
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits.float(), dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+def _device_key(device: torch.device) -> tuple[str, int]:
+    return device.type, device.index or 0
 
 
 class UniAudio2GenerationMixin(GenerationMixin):
@@ -98,16 +108,17 @@ class UniAudio2GenerationMixin(GenerationMixin):
     def prepare_inputs_for_generation(self, input_ids, audio_codes=None, audio_codes_mask=None, **kwargs):
         model_inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
         if audio_codes is not None:
-            total = input_ids.shape[1]
-            current = model_inputs["input_ids"].shape[1]
-            prompt_len = audio_codes.shape[1]
-            if prompt_len < total:
-                # Generated rows are text rows: no codes, not audio.
-                extra = total - prompt_len
-                audio_codes = torch.cat([audio_codes, audio_codes.new_zeros(audio_codes.shape[0], extra, audio_codes.shape[2])], 1)
-                audio_codes_mask = torch.cat([audio_codes_mask, audio_codes_mask.new_zeros(audio_codes_mask.shape[0], extra)], 1)
-            model_inputs["audio_codes"] = audio_codes[:, total - current : total]
-            model_inputs["audio_codes_mask"] = audio_codes_mask[:, total - current : total]
+            rows = model_inputs["input_ids"] if model_inputs.get("input_ids") is not None else model_inputs["inputs_embeds"]
+            start = input_ids.shape[1] - rows.shape[1]
+            codes, mask = audio_codes[:, start:], audio_codes_mask[:, start:]
+            # Generated rows are text rows: no codes, not audio.
+            extra = rows.shape[1] - codes.shape[1]
+            if extra > 0:
+                codes = torch.cat([codes, codes.new_zeros(codes.shape[0], extra, codes.shape[2])], 1)
+                mask = torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], 1)
+            # Contiguous copies: a compiled forward sees the same strides at every step.
+            model_inputs["audio_codes"] = codes.contiguous()
+            model_inputs["audio_codes_mask"] = mask.contiguous()
         return model_inputs
 
     def generate(self, *args, generation_mode: str = "text", **kwargs):
@@ -143,12 +154,26 @@ class UniAudio2GenerationMixin(GenerationMixin):
                 the reasoning range in the reconstruction phase and leaves the BOS frames to the model.
             use_cache (`bool`, *optional*, defaults to `True`): use the KV cache (False recomputes the whole grid at
                 every frame; same tokens, slower).
-            generator (`torch.Generator`, *optional*): random generator for sampling.
+            cache_implementation (`str`, *optional*): `"static"` pre-allocates the language model's KV cache for the
+                prompt plus `max_new_frames` rows (same tokens as the default dynamic cache); with it, a
+                `compile_config` (or `generation_config.compile_config`) compiles the per-frame forward, as in text
+                mode on accelerators.
+            generator (`torch.Generator`, *optional*): random generator for sampling, on the device of the model's
+                depth decoder.
             output_scores (`bool`, *optional*): also return the codebook logits of every frame.
 
         Returns:
             [`UniAudio2AudioGenerationOutput`] in audio mode, the usual `generate` output in text mode.
         """
+        if generation_mode not in ("text", "audio"):
+            raise ValueError(f"`generation_mode` must be 'text' or 'audio', got {generation_mode!r}.")
+        # Value checks read the prompt once here, so that the decoding steps have no host syncs.
+        self.model.check_inputs(
+            input_ids=args[0] if args else kwargs.get("input_ids", kwargs.get("inputs")),
+            audio_codes=kwargs.get("audio_codes"),
+            audio_codes_mask=kwargs.get("audio_codes_mask"),
+            attention_mask=kwargs.get("attention_mask"),
+        )
         if generation_mode == "text":
             return super().generate(*args, **kwargs)
         if generation_mode == "audio":
@@ -157,7 +182,6 @@ class UniAudio2GenerationMixin(GenerationMixin):
                 if len(args) > 1:
                     raise ValueError("Pass the audio-mode inputs as keyword arguments.")
             return self._generate_audio(**kwargs)
-        raise ValueError(f"`generation_mode` must be 'text' or 'audio', got {generation_mode!r}.")
 
     @torch.no_grad()
     def _generate_audio(
@@ -175,16 +199,23 @@ class UniAudio2GenerationMixin(GenerationMixin):
         min_reconstruction_frames: int | None = None,
         constrain_audio_codes: bool = False,
         use_cache: bool = True,
+        cache_implementation: str | None = None,
+        compile_config=None,
         generator: torch.Generator | None = None,
         output_scores: bool = False,
+        generation_config=None,
         **unused,
     ) -> UniAudio2AudioGenerationOutput:
         unused.pop("return_dict_in_generate", None)
-        unused.pop("generation_config", None)
         if unused:
             raise ValueError(f"Unsupported arguments for audio generation: {sorted(unused)}.")
         config = self.config
-        gen_config = self.generation_config
+        gen_config = generation_config if generation_config is not None else self.generation_config
+        cache_implementation = cache_implementation or gen_config.cache_implementation
+        if cache_implementation not in (None, "dynamic", "static"):
+            raise ValueError(
+                f"Audio generation supports cache_implementation 'dynamic' or 'static', got {cache_implementation!r}."
+            )
         max_new_frames = max_new_frames if max_new_frames is not None else getattr(gen_config, "max_new_frames", None) or 500
         do_sample = do_sample if do_sample is not None else getattr(gen_config, "audio_do_sample", True)
         temperature = temperature if temperature is not None else getattr(gen_config, "audio_temperature", 0.9)
@@ -225,21 +256,37 @@ class UniAudio2GenerationMixin(GenerationMixin):
             attention_mask = torch.cat([attention_mask, attention_mask])
 
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        cache = None
+        decode_step = self.model
+        static_rows = input_ids.shape[1] + max_new_frames if use_cache and cache_implementation == "static" else None
+        if static_rows is not None:
+            cache = StaticCache(config=config, max_cache_len=static_rows)
+            compile_config = compile_config or gen_config.compile_config
+            if compile_config is not None:
+                gen_config = copy.copy(gen_config)
+                gen_config.compile_config = compile_config
+            if self._valid_auto_compile_criteria({"cache": cache}, gen_config):
+                decode_step = self._compiled_audio_step(compile_config or CompileConfig())
 
-        def run_rows(rows: slice, cache):
-            # The base model is enough: audio frames only need the mixed hidden state, not the text logits.
-            outputs = self.model(
-                input_ids=input_ids[:, rows],
-                audio_codes=audio_codes[:, rows],
-                audio_codes_mask=audio_codes_mask[:, rows],
-                attention_mask=attention_mask,
-                position_ids=position_ids[:, rows],
+        def run_rows(rows: slice, cache, step=self.model):
+            # The base model is enough: audio frames only need the mixed hidden state, not the text logits. A static
+            # cache gets the mask of all its rows (rows not generated yet are causally masked), so that every
+            # decoding step sees inputs of the same shapes and strides.
+            mask = attention_mask
+            if static_rows is not None:
+                mask = torch.cat([mask, mask.new_ones(mask.shape[0], static_rows - mask.shape[1])], 1)
+            outputs = step(
+                input_ids=input_ids[:, rows].contiguous(),
+                audio_codes=audio_codes[:, rows].contiguous(),
+                audio_codes_mask=audio_codes_mask[:, rows].contiguous(),
+                attention_mask=mask,
+                position_ids=position_ids[:, rows].contiguous(),
                 cache=cache,
                 use_cache=use_cache,
             )
             return outputs.last_hidden_state[:, -1], outputs.cache
 
-        last_hidden, cache = run_rows(slice(None), None)
+        last_hidden, cache = run_rows(slice(None), cache)
 
         reasoning_phase = torch.ones(batch_size, dtype=torch.bool, device=device)
         reasoning_frames = torch.zeros(batch_size, dtype=torch.long, device=device)
@@ -271,6 +318,7 @@ class UniAudio2GenerationMixin(GenerationMixin):
                 generator=generator,
                 allowed=allowed,
             )
+            frame = frame.to(device)
             if max_reasoning_frames is not None:
                 force = reasoning_phase & (reasoning_frames >= max_reasoning_frames)
                 frame = torch.where(force.unsqueeze(-1), reasoning_eos.to(frame.dtype), frame)
@@ -301,7 +349,7 @@ class UniAudio2GenerationMixin(GenerationMixin):
             audio_codes_mask = torch.cat([audio_codes_mask, torch.ones_like(audio_codes_mask[:, :1])], dim=1)
             input_ids = torch.cat([input_ids, torch.zeros_like(input_ids[:, :1])], dim=1)
             # With the cache only the new row runs; without it the whole grid is recomputed.
-            last_hidden, cache = run_rows(slice(-1, None) if use_cache else slice(None), cache)
+            last_hidden, cache = run_rows(slice(-1, None) if use_cache else slice(None), cache, decode_step)
 
         frames = torch.stack(frames, dim=1)
         kinds = torch.stack(kinds, dim=1)
@@ -328,6 +376,14 @@ class UniAudio2GenerationMixin(GenerationMixin):
             finished=done,
             audio_scores=torch.stack(scores, dim=1) if output_scores else None,
         )
+
+    def _compiled_audio_step(self, compile_config: CompileConfig):
+        """The base model's `__call__` compiled for the one-row decoding steps (kept until the config changes)."""
+        cached = getattr(self, "_audio_step_compiled", None)
+        if cached is None or cached[0] != compile_config:
+            cached = (compile_config, torch.compile(self.model.__call__, **compile_config.to_dict()))
+            self._audio_step_compiled = cached
+        return cached[1]
 
     def _phase_vocabularies(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         """Ids valid in the reasoning phase and in the reconstruction phase (codes plus the phase's EOS)."""
@@ -368,20 +424,28 @@ class UniAudio2GenerationMixin(GenerationMixin):
         batch_size = forbid_reasoning.shape[0]
         cache = DynamicCache(config=config.depth_decoder_config)
         step_input = last_hidden.unsqueeze(1)
-        frame_eos = torch.where(
-            forbid_reasoning, config.reconstruction_eos_token_id, config.reasoning_eos_token_id
-        ).to(last_hidden.device)
-        # Where each row's EOS id sits in the codebook vocabulary.
-        eos_only = torch.nn.functional.one_hot(frame_eos, config.audio_vocab_size).bool()
-        if allowed is not None and phase_start is not None:
-            frame_bos = torch.where(
-                forbid_reasoning, config.reconstruction_bos_token_id, config.reasoning_bos_token_id
-            ).to(last_hidden.device)
-            bos_only = torch.nn.functional.one_hot(frame_bos, config.audio_vocab_size).bool()
         codes, frame_scores = [], []
         for codebook in range(config.num_codebooks):
-            logits, _ = self.depth_decoder(step_input, cache=cache, use_cache=True)
-            logits = logits[:, -1].float()
+            logits = self.depth_decoder(step_input, cache=cache, use_cache=True)[0][:, -1].float()
+            if codebook == 0:
+                # Sample where the depth decoder runs (its device under a device map).
+                device = logits.device
+                forbid_reasoning = forbid_reasoning.to(device)
+                frame_eos = torch.where(
+                    forbid_reasoning, config.reconstruction_eos_token_id, config.reasoning_eos_token_id
+                )
+                # Where each row's EOS id sits in the codebook vocabulary.
+                eos_only = torch.nn.functional.one_hot(frame_eos, config.audio_vocab_size).bool()
+                if forbid_eos is not None:
+                    forbid_eos = forbid_eos.to(device)
+                if allowed is not None:
+                    allowed = tuple(vocabulary.to(device) for vocabulary in allowed)
+                    if phase_start is not None:
+                        phase_start = phase_start.to(device)
+                        frame_bos = torch.where(
+                            forbid_reasoning, config.reconstruction_bos_token_id, config.reasoning_bos_token_id
+                        )
+                        bos_only = torch.nn.functional.one_hot(frame_bos, config.audio_vocab_size).bool()
             if guidance_scale is not None:
                 cond, uncond = logits[:batch_size], logits[batch_size:]
                 logits = uncond + guidance_scale * (cond - uncond)
@@ -405,7 +469,7 @@ class UniAudio2GenerationMixin(GenerationMixin):
             codes.append(code)
             fed = torch.cat([code, code]) if guidance_scale is not None else code
             step_input = self.model.embed_audio_tokens(fed + codebook * config.audio_vocab_size).unsqueeze(1)
-            step_input = step_input.to(last_hidden.dtype)
+            step_input = step_input.to(device=last_hidden.device, dtype=last_hidden.dtype)
         return torch.stack(codes, dim=-1), torch.stack(frame_scores, dim=1)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
@@ -111,10 +112,24 @@ class UniAudio2PreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, UniAudio2DepthDecoder):
             init.normal_(module.codebooks_head, mean=0.0, std=self.config.initializer_range)
-        elif isinstance(module, UniAudio2Model):
-            # Non-persistent buffer: rebuilt here because `from_pretrained` materialises modules from the meta device.
-            offsets = torch.arange(self.config.num_codebooks, device=module.audio_tokens_offsets.device)
-            init.copy_(module.audio_tokens_offsets, offsets * self.config.audio_vocab_size)
+
+
+class UniAudio2RotaryEmbedding(LlamaRotaryEmbedding):
+    """Llama rotary embedding whose frequency tables stay float32 when the model is cast (e.g. `.to(torch.bfloat16)`)."""
+
+    def _apply(self, fn, recurse=True):
+        tables = {name: getattr(self, name) for name in ("inv_freq", "original_inv_freq")}
+        super()._apply(fn, recurse)
+        for name, table in tables.items():
+            moved = getattr(self, name)
+            if table.dtype == torch.float32 and moved.dtype != torch.float32 and not table.is_meta:
+                setattr(self, name, table.to(moved.device))
+        return self
+
+
+def _masked(hidden_states: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """`hidden_states` with the rows where `rows` (`(batch, seq)`, bool) is False set to zero, on their own device."""
+    return hidden_states * rows.unsqueeze(-1).to(device=hidden_states.device, dtype=hidden_states.dtype)
 
 
 class _StackConfigView:
@@ -183,16 +198,13 @@ class UniAudio2Model(UniAudio2PreTrainedModel):
             ]
         )
         self.generation_norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.rotary_emb = LlamaRotaryEmbedding(config=config)
+        self.rotary_emb = UniAudio2RotaryEmbedding(config=config)
         # Stacks whose head dimension differs from the backbone's need their own rotary tables.
         self.understanding_rotary_emb = (
-            LlamaRotaryEmbedding(config=understanding_config) if understanding_config is not config else None
+            UniAudio2RotaryEmbedding(config=understanding_config) if understanding_config is not config else None
         )
         self.generation_rotary_emb = (
-            LlamaRotaryEmbedding(config=generation_config) if generation_config is not config else None
-        )
-        self.register_buffer(
-            "audio_tokens_offsets", torch.arange(config.num_codebooks) * config.audio_vocab_size, persistent=False
+            UniAudio2RotaryEmbedding(config=generation_config) if generation_config is not config else None
         )
         self.gradient_checkpointing = False
         self.post_init()
@@ -212,7 +224,40 @@ class UniAudio2Model(UniAudio2PreTrainedModel):
 
     def embed_audio(self, audio_codes: torch.LongTensor) -> torch.Tensor:
         """Embeddings of codes `(..., num_codebooks)` → `(..., num_codebooks, hidden_size)` (one block per codebook)."""
-        return self.embed_audio_tokens(audio_codes + self.audio_tokens_offsets)
+        offsets = torch.arange(self.config.num_codebooks, device=audio_codes.device) * self.config.audio_vocab_size
+        return self.embed_audio_tokens(audio_codes + offsets)
+
+    def check_inputs(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        audio_codes: torch.LongTensor | None = None,
+        audio_codes_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ):
+        """
+        Raise a `ValueError` if a text row holds an id outside the text vocabulary or an audio row a code outside the
+        audio vocabulary. This reads the values (a host sync on an accelerator), so `forward` does not call it:
+        `generate` checks its prompt once, before decoding; call it yourself on hand-built grids.
+        """
+        if input_ids is None and audio_codes is None:
+            return
+        reference = input_ids if input_ids is not None else audio_codes[..., 0]
+        rows = torch.ones_like(reference, dtype=torch.bool)
+        if attention_mask is not None and attention_mask.ndim == 2:
+            rows = attention_mask[:, -reference.shape[1] :].bool().to(reference.device)
+        audio_rows = torch.zeros_like(rows)
+        if audio_codes is not None and audio_codes_mask is not None:
+            audio_rows = audio_codes_mask.bool().to(rows.device) & rows
+            invalid = ((audio_codes < 0) | (audio_codes >= self.config.audio_vocab_size)).any(-1)
+            if bool((invalid & audio_rows).any()):
+                raise ValueError(
+                    f"`audio_codes` on audio rows must lie in [0, {self.config.audio_vocab_size}) "
+                    "(reconstruction codes are stored with the reasoning offset)."
+                )
+        if input_ids is not None:
+            invalid = (input_ids < 0) | (input_ids >= self.config.vocab_size)
+            if bool((invalid & rows & ~audio_rows).any()):
+                raise ValueError(f"`input_ids` on text rows must lie in [0, {self.config.vocab_size}).")
 
     @deprecate_kwarg("past_key_values", "6.0.0", new_name="cache")
     def forward(
@@ -237,7 +282,8 @@ class UniAudio2Model(UniAudio2PreTrainedModel):
             audio_codes_mask (`torch.BoolTensor` of shape `(batch_size, sequence_length)`, *optional*):
                 `True` on audio rows. Required with `audio_codes`.
             attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
-                1 for real rows, 0 for padding rows.
+                1 for real rows, 0 for padding rows (a 4-D mask, as `generate` builds for a static cache, is used as
+                the attention mask as is; padding rows are then not zeroed, which changes no output of a real row).
             position_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
                 Row positions; derived from the cache length when omitted.
             cache (`Cache`, *optional*):
@@ -262,11 +308,10 @@ class UniAudio2Model(UniAudio2PreTrainedModel):
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
 
-        row_valid = (
-            torch.ones(batch_size, seq_len, dtype=torch.bool, device=device)
-            if attention_mask is None
-            else attention_mask[:, -seq_len:].bool()
-        )
+        if attention_mask is not None and attention_mask.ndim == 2:
+            row_valid = attention_mask[:, -seq_len:].bool().to(device)
+        else:
+            row_valid = torch.ones(batch_size, seq_len, dtype=torch.bool, device=device)
         if audio_codes is not None:
             if audio_codes_mask is None:
                 raise ValueError("`audio_codes_mask` (True on audio rows) is required together with `audio_codes`.")
@@ -275,33 +320,24 @@ class UniAudio2Model(UniAudio2PreTrainedModel):
                     f"`audio_codes` must have shape (batch_size, sequence_length, {self.config.num_codebooks}) = "
                     f"({batch_size}, {seq_len}, {self.config.num_codebooks}), got {tuple(audio_codes.shape)}."
                 )
-            audio_rows = audio_codes_mask.bool() & row_valid
+            audio_rows = audio_codes_mask.bool().to(device) & row_valid
         else:
             audio_rows = torch.zeros(batch_size, seq_len, dtype=torch.bool, device=device)
         text_rows = row_valid & ~audio_rows
 
         if inputs_embeds is None:
-            if bool(((input_ids < 0) | (input_ids >= self.config.vocab_size))[text_rows].any()):
-                raise ValueError(f"`input_ids` on text rows must lie in [0, {self.config.vocab_size}).")
             inputs_embeds = self.embed_tokens(torch.where(text_rows, input_ids, 0))
-
-        audio_rows_f = audio_rows.unsqueeze(-1).to(inputs_embeds.dtype)
-        text_rows_f = text_rows.unsqueeze(-1).to(inputs_embeds.dtype)
         if audio_codes is not None:
-            invalid = (audio_codes < 0) | (audio_codes >= self.config.audio_vocab_size)
-            if bool(invalid[audio_rows].any()):
-                raise ValueError(
-                    f"`audio_codes` on audio rows must lie in [0, {self.config.audio_vocab_size}) "
-                    "(reconstruction codes are stored with the reasoning offset)."
-                )
-            safe_codes = torch.where(audio_rows.unsqueeze(-1), audio_codes, 0)
-            audio_embeds = self.embed_audio(safe_codes).sum(dim=2) * audio_rows_f
+            safe_codes = torch.where(audio_rows.unsqueeze(-1), audio_codes.to(device), 0)
+            audio_embeds = _masked(self.embed_audio(safe_codes).sum(dim=2), audio_rows)
         else:
             audio_embeds = torch.zeros_like(inputs_embeds)
 
         if position_ids is None:
             past_seen = cache.get_seq_length() if cache is not None else 0
             position_ids = torch.arange(seq_len, device=device).unsqueeze(0) + past_seen
+        # Under a device map the stacks may live on different devices: each product below runs on the device of the
+        # stack output it reads, the layers' hooks move their inputs.
 
         causal_mask = create_causal_mask(
             config=self.config,
@@ -327,13 +363,13 @@ class UniAudio2Model(UniAudio2PreTrainedModel):
             self.understanding_layers, audio_embeds, **stack_kwargs(self.understanding_rotary_emb)
         )
         understanding = self.understanding_norm(understanding)
-        backbone_input = understanding * audio_rows_f + inputs_embeds * text_rows_f
+        backbone_input = _masked(understanding, audio_rows) + _masked(inputs_embeds.to(understanding.device), text_rows)
         backbone = self.norm(_run_layers(self.layers, backbone_input, **stack_kwargs(None)))
         generation = _run_layers(
-            self.generation_layers, backbone * audio_rows_f, **stack_kwargs(self.generation_rotary_emb)
+            self.generation_layers, _masked(backbone, audio_rows), **stack_kwargs(self.generation_rotary_emb)
         )
         generation = self.generation_norm(generation)
-        hidden_states = generation * audio_rows_f + backbone * text_rows_f
+        hidden_states = _masked(generation, audio_rows) + _masked(backbone.to(generation.device), text_rows)
 
         return UniAudio2ModelOutputWithPast(last_hidden_state=hidden_states, cache=cache if use_cache else None)
 
@@ -359,7 +395,7 @@ class UniAudio2DepthDecoder(UniAudio2PreTrainedModel):
             [LlamaDecoderLayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)]
         )
         self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.rotary_emb = LlamaRotaryEmbedding(config=config)
+        self.rotary_emb = UniAudio2RotaryEmbedding(config=config)
         self.codebooks_head = nn.Parameter(torch.empty(config.num_codebooks, config.hidden_size, config.audio_vocab_size))
         self.post_init()
 
@@ -517,30 +553,43 @@ class UniAudio2ForConditionalGeneration(UniAudio2PreTrainedModel, UniAudio2Gener
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
-        slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, slice_indices, :])
+        # Training with text labels only needs the text head on labelled rows (see `_text_loss`).
+        logits = None
+        if labels is None or not self.training:
+            slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            logits = self.lm_head(hidden_states[:, slice_indices, :])
 
         if audio_labels is not None and audio_codes is None:
             raise ValueError("`audio_labels` needs `audio_codes` (the depth decoder is teacher-forced with them).")
         audio_logits = audio_positions = next_is_audio = None
         if (audio_labels is not None or output_audio_logits) and audio_codes is not None:
             # Every frame whose previous row is in the input is predicted by the depth decoder from that row.
-            row_valid = torch.ones_like(audio_codes_mask, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-            next_is_audio = (audio_codes_mask.bool() & row_valid)[:, 1:]
+            rows = audio_codes_mask.bool()
+            if attention_mask is not None and attention_mask.ndim == 2:
+                rows = rows & attention_mask.bool().to(rows.device)
+            next_is_audio = rows[:, 1:]
             audio_positions = next_is_audio.nonzero()
-            frame_hidden = hidden_states[:, :-1][next_is_audio]
-            frame_codes = audio_codes[:, 1:][next_is_audio]
-            audio_logits, _ = self.depth_decoder(self.depth_decoder_inputs(frame_hidden, frame_codes))
+            frame_hidden = hidden_states[:, :-1][next_is_audio.to(hidden_states.device)]
+            frame_codes = audio_codes[:, 1:][next_is_audio.to(audio_codes.device)]
+            # One extra frame without labels keeps a micro-batch without audio frames from running the depth decoder
+            # on nothing, and gives every depth-decoder parameter a (zero) gradient on every rank.
+            frame_hidden = torch.cat([frame_hidden, hidden_states[:1, -1]])
+            frame_codes = torch.cat([frame_codes, torch.zeros_like(audio_codes[:1, -1])])
+            padded_logits = self.depth_decoder(self.depth_decoder_inputs(frame_hidden, frame_codes))[0]
+            audio_logits = padded_logits[:-1]
 
         loss = text_loss = audio_loss = codebook_losses = None
         if labels is not None:
-            text_loss = self._text_loss(logits, labels, logits_to_keep)
+            if logits_to_keep:
+                raise ValueError("`labels` cannot be combined with `logits_to_keep`.")
+            text_loss = self._text_loss(hidden_states, logits, labels)
             loss = self.config.text_loss_weight * text_loss
         if audio_labels is not None:
-            frame_labels = audio_labels[:, 1:][next_is_audio]
-            audio_loss, codebook_losses = self._audio_loss(audio_logits, frame_labels)
+            frame_labels = audio_labels[:, 1:][next_is_audio.to(audio_labels.device)]
+            frame_labels = torch.cat([frame_labels, torch.full_like(audio_labels[:1, -1], -100)])
+            audio_loss, codebook_losses = self._audio_loss(padded_logits, frame_labels)
             audio_term = self.config.audio_loss_weight * audio_loss
-            loss = audio_term if loss is None else loss + audio_term
+            loss = audio_term if loss is None else loss + audio_term.to(loss.device)
 
         return UniAudio2CausalLMOutputWithPast(
             loss=loss,
@@ -554,35 +603,60 @@ class UniAudio2ForConditionalGeneration(UniAudio2PreTrainedModel, UniAudio2Gener
             last_hidden_state=hidden_states,
         )
 
-    def _text_loss(self, logits: torch.Tensor, labels: torch.LongTensor, logits_to_keep) -> torch.Tensor:
-        if logits_to_keep:
-            raise ValueError("`labels` cannot be combined with `logits_to_keep`.")
-        shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
-        shift_labels = labels[:, 1:].reshape(-1).to(logits.device)
-        losses = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="none")
-        count = (shift_labels != -100).sum()
-        return losses.sum() / count.clamp(min=1)
+    def _text_loss(self, hidden_states: torch.Tensor, logits: torch.Tensor | None, labels: torch.LongTensor):
+        """Mean next-token cross-entropy; without `logits` (training) the head runs on the labelled rows only."""
+        targets = labels[:, 1:].to(hidden_states.device)
+        if logits is None:
+            labelled = targets != -100
+            row_logits, targets = self.lm_head(hidden_states[:, :-1][labelled]), targets[labelled]
+        else:
+            row_logits, targets = logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1)
+        count = (targets != -100).sum()
+        return _float_cross_entropy(row_logits, targets).sum() / count.clamp(min=1)
 
     def _audio_loss(self, audio_logits: torch.Tensor, frame_labels: torch.LongTensor):
+        """Weighted codebook loss of `audio_logits` `(frames + 1, num_codebooks, vocab)` (the last frame unlabelled)."""
         num_codebooks = self.config.num_codebooks
-        num_frames = frame_labels.shape[0]
-        weights = torch.tensor(self.config.codebook_loss_weights, dtype=torch.float32, device=frame_labels.device)
-        if num_frames == 0:
-            zero = audio_logits.sum() * 0.0 if audio_logits is not None else weights.sum() * 0.0
-            return zero, weights * 0.0
-        per_code = F.cross_entropy(
-            audio_logits.float().reshape(-1, audio_logits.shape[-1]),
-            frame_labels.reshape(-1),
-            ignore_index=-100,
-            reduction="none",
-        ).view(num_frames, num_codebooks)
+        frame_labels = frame_labels.to(audio_logits.device)
+        weights = torch.tensor(self.config.codebook_loss_weights, dtype=torch.float32, device=audio_logits.device)
+        # One codebook at a time: a float32 copy of all `(frames, num_codebooks, vocab)` logits is never held.
+        codebook_sums = torch.stack(
+            [_float_cross_entropy(audio_logits[:, k], frame_labels[:, k]).sum() for k in range(num_codebooks)]
+        )
         if self.config.audio_loss_normalization == "all_frames":
-            denominator = torch.full((num_codebooks,), float(num_frames), device=per_code.device)
+            # The last frame is the label-less extra frame of `forward`.
+            denominator = torch.full_like(codebook_sums, frame_labels.shape[0] - 1)
         else:
-            denominator = (frame_labels != -100).sum(0).clamp(min=1).float()
-        codebook_losses = per_code.sum(0) / denominator
+            denominator = (frame_labels != -100).sum(0).float()
+        codebook_losses = codebook_sums / denominator.clamp(min=1)
         audio_loss = (weights * codebook_losses).sum() / num_codebooks
         return audio_loss, codebook_losses
+
+    def enable_input_require_grads(self):
+        """
+        Make the text and the audio embeddings' outputs require gradients, so that (reentrant) gradient checkpointing
+        of frozen-base adapters reaches the understanding layers, which only read the audio embeddings.
+        """
+        super().enable_input_require_grads()
+
+        def make_output_require_grads(module, inputs, output):
+            output.requires_grad_(True)
+
+        self._require_grads_hooks.append(self.model.embed_audio_tokens.register_forward_hook(make_output_require_grads))
+
+
+def _float_cross_entropy(logits: torch.Tensor, targets: torch.LongTensor) -> torch.Tensor:
+    """
+    Per-row float32 cross-entropy (`-100` targets give 0). For half-precision logits that need gradients the float32
+    copy is recomputed in backward instead of being kept, so it only ever exists for one call at a time.
+    """
+
+    def cross_entropy(logits, targets):
+        return F.cross_entropy(logits.float(), targets, ignore_index=-100, reduction="none")
+
+    if logits.dtype != torch.float32 and logits.requires_grad:
+        return torch.utils.checkpoint.checkpoint(cross_entropy, logits, targets, use_reentrant=False)
+    return cross_entropy(logits, targets)
 
 
 # `save_pretrained` copies the code next to the weights so that the directory loads with `trust_remote_code=True`.
