@@ -290,3 +290,170 @@ def test_collator_padding_options():
         UniAudio2DataCollator(ids, padding_side="middle")
     with pytest.raises(ValueError, match="empty"):
         UniAudio2DataCollator(ids)([])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Packed batches: no attention across examples with eager, sdpa and (emulated) flash-attention, at any batch size
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _reference_flash(query, key, value, dropout_p=0.0, softmax_scale=None, causal=False, **kwargs):
+    """`flash_attn_func` in plain PyTorch: `(batch, seq, heads, head_dim)` in and out, no mask."""
+    query, key, value = (x.transpose(1, 2) for x in (query, key, value))
+    key = key.repeat_interleave(query.shape[1] // key.shape[1], dim=1)
+    value = value.repeat_interleave(query.shape[1] // value.shape[1], dim=1)
+    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, is_causal=causal, scale=softmax_scale)
+    return out.transpose(1, 2)
+
+
+_VARLEN_CALLS = []
+
+
+def _reference_flash_varlen(query, key, value, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None,
+                            dropout_p=0.0, softmax_scale=None, causal=False, **kwargs):
+    """`flash_attn_varlen_func` in plain PyTorch: every `cu_seqlens` segment of the flat rows attends to itself only."""
+    _VARLEN_CALLS.append((cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k))
+    bounds = cu_seqlens_q.tolist()
+    return torch.cat([
+        _reference_flash(query[None, s:e], key[None, s:e], value[None, s:e], softmax_scale=softmax_scale, causal=causal)[0]
+        for s, e in zip(bounds[:-1], bounds[1:])
+    ])
+
+
+@pytest.fixture
+def reference_flash_attention(monkeypatch):
+    """
+    Registers `"reference_flash_attention"`: transformers' own flash-attention integration (mask function, kwargs
+    handling, varlen dispatch) running on the PyTorch kernels above, since flash-attn cannot be installed on CPU.
+    """
+    import transformers.modeling_flash_attention_utils as flash_utils
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.integrations.flash_attention import flash_attention_forward
+    from transformers.masking_utils import flash_attention_mask
+
+    name = "reference_flash_attention"
+    AttentionInterface.register(name, flash_attention_forward)
+    AttentionMaskInterface.register(name, flash_attention_mask)
+    for attribute, value in {
+        "_loaded_implementation": name,
+        "_flash_fn": _reference_flash,
+        "_flash_varlen_fn": _reference_flash_varlen,
+        "_flash_with_kvcache_fn": None,
+        "_pad_fn": flash_utils._pad_input,
+        "_unpad_fn": flash_utils._unpad_input,
+        "_process_flash_kwargs_fn": flash_utils._lazy_define_process_function(_reference_flash_varlen),
+        "_process_with_kvcache_kwargs_fn": dict,
+    }.items():
+        monkeypatch.setattr(flash_utils, attribute, value)
+    _VARLEN_CALLS.clear()
+    return name
+
+
+def _packs(num_packs=2):
+    grids, ids = _grids(num_examples=16, tasks=("ASR", "TTS", "audio_understanding", "text_only"))
+    packed = pack_grids(grids, 60)
+    rows = [packed[i] for i in range(len(packed)) if packed[i]["num_segments"] >= 2][:num_packs]
+    assert len(rows) == num_packs
+    return rows, ids
+
+
+def _examples_of(row):
+    """The examples packed in a row: `(start, end, features)` with the example's own positions."""
+    starts = [i for i, p in enumerate(row["position_ids"]) if p == 0]
+    keys = ("input_ids", "audio_codes", "audio_codes_mask", "text_loss_mask", "audio_loss_mask", "cfg_group", "cfg_pad",
+            "position_ids")
+    return [(s, e, {**row, **{k: row[k][s:e] for k in keys}, "length": e - s})
+            for s, e in zip(starts, starts[1:] + [row["length"]])]
+
+
+def _inputs(batch):
+    return {k: v for k, v in batch.items() if "labels" not in k}
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa", "reference_flash_attention"])
+def test_packed_batches_never_attend_across_examples(attn_implementation, request):
+    if attn_implementation == "reference_flash_attention":
+        request.getfixturevalue("reference_flash_attention")
+    rows, ids = _packs()
+    collator = UniAudio2DataCollator(ids, cfg_dropout_rate=0.0)
+    torch.manual_seed(0)
+    model = UniAudio2ForConditionalGeneration(tiny_uniaudio2_config(audio_loss_normalization="labeled_frames")).eval()
+    model.set_attn_implementation(attn_implementation)
+    batch = collator(rows)
+    with torch.no_grad():
+        packed = model(**batch, output_audio_logits=True)
+    examples = [example for row in rows for _, _, example in _examples_of(row)]
+    # Where each example lies in the batch (found by content, so that any layout of the batch is checked).
+    segments = []
+    for index, positions in enumerate(batch["position_ids"].tolist()):
+        starts = [i for i, p in enumerate(positions) if p == 0]
+        segments += [(index, s, e) for s, e in zip(starts, starts[1:] + [len(positions)])]
+    placed = []
+    for example in examples:
+        while batch["input_ids"][segments[0][0], segments[0][1]:segments[0][2]].tolist() != example["input_ids"]:
+            segments.pop(0)
+        placed.append((segments.pop(0), example))
+    frames = packed.audio_logits_positions.tolist()
+    text_sum, text_count = 0.0, 0
+    codebook_sums = torch.zeros(ids.num_codebooks)
+    for (index, start, end), example in placed:
+        alone_batch = collator([example])
+        assert "attention_mask" in alone_batch  # the usual padded path
+        with torch.no_grad():
+            alone = model(**alone_batch, output_audio_logits=True)
+        torch.testing.assert_close(packed.logits[index, start:end], alone.logits[0], rtol=1e-5, atol=1e-5)
+        # Frames of this example predicted from a row of this example (not the cross-boundary one).
+        selected = [i for i, (r, p) in enumerate(frames) if r == index and start <= p and p + 1 < end]
+        assert [frames[i][1] - start for i in selected] == alone.audio_logits_positions[:, 1].tolist()
+        torch.testing.assert_close(packed.audio_logits[selected], alone.audio_logits, rtol=1e-5, atol=1e-5)
+        count = int((alone_batch["labels"][:, 1:] != -100).sum())
+        text_sum, text_count = text_sum + float(alone.text_loss) * count, text_count + count
+        labelled = (alone_batch["audio_labels"][:, 1:] != -100).sum((0, 1))
+        codebook_sums += alone.codebook_losses * labelled
+    torch.testing.assert_close(packed.text_loss, torch.tensor(text_sum / text_count), rtol=1e-5, atol=1e-6)
+    labelled = (batch["audio_labels"][:, 1:] != -100).sum((0, 1))
+    torch.testing.assert_close(packed.codebook_losses, codebook_sums / labelled, rtol=1e-5, atol=1e-6)
+    if attn_implementation == "reference_flash_attention":
+        # Every layer ran the variable-length kernel on the collator's boundaries (ints: from the kwargs, not
+        # re-derived from the positions), the depth decoder (one frame per row) the plain one.
+        layers = model.config.num_understanding_layers + model.config.num_backbone_layers + model.config.num_generation_layers
+        assert len(_VARLEN_CALLS) == layers
+        for cu_q, cu_k, max_q, max_k in _VARLEN_CALLS:
+            assert cu_q is batch["cu_seq_lens_q"] and cu_k is batch["cu_seq_lens_k"]
+            assert type(max_q) is int and max_q == max_k == batch["max_length_q"]
+
+
+def test_packed_batch_is_one_flat_row_with_flash_attention_kwargs():
+    rows, ids = _packs()
+    batch = UniAudio2DataCollator(ids, cfg_dropout_rate=0.0, pad_to_multiple_of=32)(rows)
+    total = sum(row["length"] for row in rows)
+    padded = -(-total // 32) * 32
+    assert "attention_mask" not in batch and batch["use_cache"] is False
+    for key in ("input_ids", "audio_codes_mask", "position_ids", "labels"):
+        assert batch[key].shape == (1, padded)
+    assert batch["audio_codes"].shape == batch["audio_labels"].shape == (1, padded, ids.num_codebooks)
+    # Text and codebook columns stay aligned with their rows, flattened in order.
+    flat = [value for row in rows for value in row["input_ids"]]
+    assert batch["input_ids"][0, :total].tolist() == flat
+    assert batch["audio_codes"][0, :total].tolist() == [frame for row in rows for frame in row["audio_codes"]]
+    assert batch["audio_codes_mask"][0, :total].tolist() == [bool(v) for row in rows for v in row["audio_codes_mask"]]
+    starts = [i for i, p in enumerate(batch["position_ids"][0].tolist()) if p == 0]
+    lengths = [e - s for s, e in zip(starts, starts[1:] + [padded])]
+    assert len(starts) == sum(row["num_segments"] for row in rows) + (padded > total)
+    assert batch["cu_seq_lens_q"].dtype == torch.int32 and batch["cu_seq_lens_q"].tolist() == starts + [padded]
+    assert torch.equal(batch["cu_seq_lens_q"], batch["cu_seq_lens_k"])
+    assert type(batch["max_length_q"]) is int and batch["max_length_q"] == batch["max_length_k"] == max(lengths)
+    # The first row of every example (the boundary) and the padding rows carry no loss.
+    assert (batch["labels"][0, starts] == -100).all() and (batch["audio_labels"][0, starts] == -100).all()
+    assert (batch["labels"][0, total:] == -100).all() and not batch["audio_codes_mask"][0, total:].any()
+
+
+def test_padding_free_flattens_unpacked_batches_and_rejects_bad_positions():
+    grids, ids = _grids(num_examples=3, tasks=("ASR",))
+    features = [grids[i] for i in range(3)]
+    batch = UniAudio2DataCollator(ids, cfg_dropout_rate=0.0, padding_free=True)(features)
+    lengths = [f["length"] for f in features]
+    assert batch["input_ids"].shape == (1, sum(lengths)) and "attention_mask" not in batch
+    assert batch["cu_seq_lens_q"].tolist() == [0, lengths[0], lengths[0] + lengths[1], sum(lengths)]
+    with pytest.raises(ValueError, match="position_ids"):
+        UniAudio2DataCollator(ids, padding_free=True)([{**features[0], "position_ids": [p + 1 for p in features[0]["position_ids"]]}])

@@ -420,8 +420,9 @@ def pack_grids(dataset, max_length: int, batch_size: int = 1000, **map_kwargs):
     """
     Pack grid features into rows of at most `max_length` rows (first fit, in order of arrival, within windows of
     `batch_size` examples so that streaming datasets pack too). Packed examples stay independent: positions restart
-    at every example and the collator then passes `position_ids` without an attention mask, which makes the model's
-    causal mask block-diagonal; the first row of every example carries no loss. Condition dropout stays per example.
+    at every example, and [`UniAudio2DataCollator`] flattens batches of packed rows into one row delimited by the
+    restarting positions and flash-attention's `cu_seq_lens` (no example sees another under any attention
+    implementation); the first row of every example carries no loss. Condition dropout stays per example.
     Examples longer than `max_length` are dropped.
     """
 
@@ -516,8 +517,16 @@ def build_auditory_sentences(
 class UniAudio2DataCollator:
     """
     Data collator for `Trainer`: grid features → a batch of `UniAudio2ForConditionalGeneration` inputs
-    (`input_ids`, `audio_codes`, `audio_codes_mask`, `labels`, `audio_labels`, and `attention_mask`, or
-    `position_ids` and `use_cache=False` for packed rows).
+    (`input_ids`, `audio_codes`, `audio_codes_mask`, `labels`, `audio_labels`, and `attention_mask` for padded rows).
+
+    Batches with packed features (positions that restart inside a row, see [`pack_grids`]), and every batch when
+    `padding_free=True`, are flattened padding-free into a single row, as `DataCollatorWithFlattening(
+    return_flash_attn_kwargs=True)` does: `position_ids` restart at every example, `cu_seq_lens_q`/`cu_seq_lens_k`
+    (int32 cumulative example lengths) and `max_length_q`/`max_length_k` (ints) delimit the examples for
+    flash-attention's variable-length kernel, and there is no `attention_mask`, so that eager and sdpa attention get
+    the block-diagonal causal mask that transformers builds from the restarting positions. Examples never attend to
+    each other, whatever the attention implementation and the batch size. The first row of every example carries no
+    loss (it would be predicted from the previous example).
 
     Condition dropout for classifier-free guidance is drawn here, at every step: each generation example (each
     `cfg_group` of a row) has its condition replaced by padding with probability `cfg_dropout_rate`.
@@ -528,10 +537,12 @@ class UniAudio2DataCollator:
         special_ids ([`GridSpecialIds`]): padding ids.
         cfg_dropout_rate (`float`, *optional*, defaults to 0.1): condition-dropout probability (0 disables it).
         seed (`int`, *optional*): seed of the dropout draws (`None`: from `torch`'s global generator).
-        padding_side (`str`, *optional*, defaults to `"right"`): `"right"` or `"left"`.
-        pad_to_multiple_of (`int`, *optional*): pad the length to a multiple of this.
+        padding_side (`str`, *optional*, defaults to `"right"`): `"right"` or `"left"` (padded batches).
+        pad_to_multiple_of (`int`, *optional*): pad the length to a multiple of this (a flattened row gets the
+            padding as one more example without loss).
         text_loss (`bool`, *optional*, defaults to `True`): return `labels`.
         audio_loss (`bool`, *optional*, defaults to `True`): return `audio_labels` (stage 1 trains with text loss only).
+        padding_free (`bool`, *optional*, defaults to `False`): flatten unpacked batches too (no padding rows).
     """
 
     special_ids: GridSpecialIds
@@ -541,12 +552,15 @@ class UniAudio2DataCollator:
     pad_to_multiple_of: int | None = None
     text_loss: bool = True
     audio_loss: bool = True
+    padding_free: bool = False
 
     def __post_init__(self):
         if self.padding_side not in ("left", "right"):
             raise ValueError(f"`padding_side` must be 'left' or 'right', got {self.padding_side!r}.")
         if not 0.0 <= self.cfg_dropout_rate <= 1.0:
             raise ValueError(f"`cfg_dropout_rate` must lie in [0, 1], got {self.cfg_dropout_rate}.")
+        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
+            raise ValueError(f"`pad_to_multiple_of` must be a positive integer, got {self.pad_to_multiple_of}.")
         self._generator = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
 
     def _dropped_groups(self, features: dict) -> list[int]:
@@ -560,45 +574,102 @@ class UniAudio2DataCollator:
         if not features:
             raise ValueError("Cannot collate an empty list of examples.")
         features = [apply_condition_dropout(f, self._dropped_groups(f)) for f in features]
-        length = max(len(f["input_ids"]) for f in features)
+        packed = any(list(f["position_ids"]) != list(range(len(f["position_ids"]))) for f in features)
+        if packed or self.padding_free:
+            return self._flatten(features)
+        return self._pad(features)
+
+    def _padded_length(self, length: int) -> int:
         if self.pad_to_multiple_of:
             length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        packed = any(list(f["position_ids"]) != list(range(len(f["position_ids"]))) for f in features)
+        return length
+
+    def _labels(self, batch: dict, text_loss: torch.Tensor, audio_loss: torch.Tensor) -> dict:
+        if self.text_loss:
+            batch["labels"] = torch.where(text_loss, batch["input_ids"], -100)
+        if self.audio_loss:
+            batch["audio_labels"] = torch.where(audio_loss.unsqueeze(-1), batch["audio_codes"], -100)
+        return batch
+
+    def _pad(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        length = self._padded_length(max(len(f["input_ids"]) for f in features))
         ids = self.special_ids
         batch_size, num_codebooks = len(features), ids.num_codebooks
         input_ids = torch.full((batch_size, length), ids.text_pad_token_id, dtype=torch.long)
         audio_codes = torch.full((batch_size, length, num_codebooks), ids.reconstruction_pad_token_id, dtype=torch.long)
         audio_codes_mask = torch.zeros(batch_size, length, dtype=torch.bool)
         attention_mask = torch.zeros(batch_size, length, dtype=torch.long)
-        position_ids = torch.zeros(batch_size, length, dtype=torch.long)
         text_loss = torch.zeros(batch_size, length, dtype=torch.bool)
         audio_loss = torch.zeros(batch_size, length, dtype=torch.bool)
         for row, f in enumerate(features):
             n = len(f["input_ids"])
             rows = slice(length - n, length) if self.padding_side == "left" else slice(0, n)
-            pad_rows = slice(0, length - n) if self.padding_side == "left" else slice(n, length)
             input_ids[row, rows] = torch.as_tensor(f["input_ids"], dtype=torch.long)
             audio_codes[row, rows] = torch.as_tensor(f["audio_codes"], dtype=torch.long).reshape(n, num_codebooks)
             audio_codes_mask[row, rows] = torch.as_tensor(f["audio_codes_mask"], dtype=torch.bool)
             attention_mask[row, rows] = 1
-            position_ids[row, rows] = torch.as_tensor(f["position_ids"], dtype=torch.long)
-            # Padding rows form a block of their own (positions restart) so that packed rows need no attention mask.
-            position_ids[row, pad_rows] = torch.arange(length - n)
             text_loss[row, rows] = torch.as_tensor(f["text_loss_mask"], dtype=torch.bool)
             audio_loss[row, rows] = torch.as_tensor(f["audio_loss_mask"], dtype=torch.bool)
-        batch = {"input_ids": input_ids, "audio_codes": audio_codes, "audio_codes_mask": audio_codes_mask}
-        if packed:
-            # Without an attention mask and without a cache, the model builds a block-diagonal causal mask from the
-            # restarting positions: packed examples do not see each other.
-            batch["position_ids"] = position_ids
-            batch["use_cache"] = False
-        else:
-            batch["attention_mask"] = attention_mask
-        if self.text_loss:
-            batch["labels"] = torch.where(text_loss, input_ids, -100)
-        if self.audio_loss:
-            batch["audio_labels"] = torch.where(audio_loss.unsqueeze(-1), audio_codes, -100)
-        return batch
+        batch = {
+            "input_ids": input_ids,
+            "audio_codes": audio_codes,
+            "audio_codes_mask": audio_codes_mask,
+            "attention_mask": attention_mask,
+        }
+        return self._labels(batch, text_loss, audio_loss)
+
+    def _flatten(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        ids = self.special_ids
+        num_codebooks = ids.num_codebooks
+        positions = []
+        for index, f in enumerate(features):
+            feature_positions = torch.as_tensor(f["position_ids"], dtype=torch.long)
+            # Every example must count its rows from 0: both the flash kwargs and transformers' packed-sequence
+            # detection (a position that does not follow its predecessor starts an example) read them so.
+            steps = feature_positions[1:] - feature_positions[:-1]
+            if feature_positions.numel() == 0 or feature_positions[0] != 0 or (
+                (steps != 1) & (feature_positions[1:] != 0)
+            ).any():
+                raise ValueError(
+                    f"Feature {index}: `position_ids` must count the rows of each packed example from 0 "
+                    f"(0, 1, 2, ..., 0, 1, ...), got {f['position_ids']}."
+                )
+            positions.append(feature_positions)
+        length = sum(len(p) for p in positions)
+        total = self._padded_length(length)
+        padding = total - length
+        input_ids = torch.cat(
+            [torch.as_tensor(f["input_ids"], dtype=torch.long) for f in features]
+            + [torch.full((padding,), ids.text_pad_token_id, dtype=torch.long)]
+        )
+        audio_codes = torch.cat(
+            [torch.as_tensor(f["audio_codes"], dtype=torch.long).reshape(-1, num_codebooks) for f in features]
+            + [torch.full((padding, num_codebooks), ids.reconstruction_pad_token_id, dtype=torch.long)]
+        )
+        no_rows = torch.zeros(padding, dtype=torch.bool)
+        audio_codes_mask = torch.cat([torch.as_tensor(f["audio_codes_mask"], dtype=torch.bool) for f in features] + [no_rows])
+        text_loss = torch.cat([torch.as_tensor(f["text_loss_mask"], dtype=torch.bool) for f in features] + [no_rows])
+        audio_loss = torch.cat([torch.as_tensor(f["audio_loss_mask"], dtype=torch.bool) for f in features] + [no_rows])
+        # The padding rows form one more example of their own.
+        position_ids = torch.cat(positions + [torch.arange(padding)])
+        starts = (position_ids == 0).nonzero().flatten()
+        # The first row of an example would be predicted from the last row of the previous one.
+        text_loss[starts] = False
+        audio_loss[starts] = False
+        cu_seq_lens = torch.cat([starts, torch.tensor([total])]).to(torch.int32)
+        max_length = int((cu_seq_lens[1:] - cu_seq_lens[:-1]).max())
+        batch = {
+            "input_ids": input_ids[None],
+            "audio_codes": audio_codes[None],
+            "audio_codes_mask": audio_codes_mask[None],
+            "position_ids": position_ids[None],
+            "cu_seq_lens_q": cu_seq_lens,
+            "cu_seq_lens_k": cu_seq_lens.clone(),
+            "max_length_q": max_length,
+            "max_length_k": max_length,
+            "use_cache": False,
+        }
+        return self._labels(batch, text_loss[None], audio_loss[None])
 
 
 # ----------------------------------------------------------------------------------------------------------------------
