@@ -76,6 +76,14 @@ def tiny_model():
     return UniAudio2ForConditionalGeneration(tiny_uniaudio2_config()).eval()
 
 
+@pytest.fixture
+def model(tiny_model):
+    """`tiny_model` with the text pad and EOS ids generation needs."""
+    tiny_model.generation_config.pad_token_id = 82
+    tiny_model.generation_config.eos_token_id = 81
+    return tiny_model
+
+
 class StandInAudioEncoder:
     """
     Deterministic stand-in for `ReasoningCodecModel.encode` (tests only): waveform → reasoning codes `(8, T5)` and

@@ -8,15 +8,6 @@ from uniaudio2.generation_uniaudio2 import UniAudio2GenerationMixin
 from uniaudio2.modeling_uniaudio2 import UniAudio2ForConditionalGeneration
 
 
-@pytest.fixture
-def model():
-    torch.manual_seed(0)
-    model = UniAudio2ForConditionalGeneration(tiny_uniaudio2_config()).eval()
-    model.generation_config.pad_token_id = 82
-    model.generation_config.eos_token_id = 81
-    return model
-
-
 def _asr_prompt(seed=0, seq_len=12):
     return random_grid(batch_size=1, seq_len=seq_len, audio_rows=slice(2, seq_len - 2), seed=seed)
 

@@ -423,12 +423,9 @@ class UniAudio2DepthDecoder(UniAudio2PreTrainedModel):
             raise ValueError(f"The depth decoder has {self.num_codebooks} positions, got {past + length}.")
         hidden_states = self.input_projection(inputs_embeds)
         position_ids = torch.arange(past, past + length, device=inputs_embeds.device).unsqueeze(0)
+        # No position ids for the mask: every frame is one causal sequence, never a packed one.
         causal_mask = create_causal_mask(
-            config=self.config,
-            inputs_embeds=hidden_states,
-            attention_mask=None,
-            position_ids=position_ids,
-            cache=cache,
+            config=self.config, inputs_embeds=hidden_states, attention_mask=None, position_ids=None, cache=cache
         )
         position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)
         hidden_states = _run_layers(
@@ -443,7 +440,7 @@ class UniAudio2DepthDecoder(UniAudio2PreTrainedModel):
         )
         hidden_states = self.norm(hidden_states)
         heads = self.codebooks_head[past : past + length].to(hidden_states.dtype)
-        logits = torch.einsum("nkd,kdv->nkv", hidden_states, heads)
+        logits = torch.einsum("nkd,kdv->nkv", hidden_states.to(heads.device), heads)
         return logits, hidden_states
 
 
@@ -618,7 +615,7 @@ class UniAudio2ForConditionalGeneration(UniAudio2PreTrainedModel, UniAudio2Gener
         """Weighted codebook loss of `audio_logits` `(frames + 1, num_codebooks, vocab)` (the last frame unlabelled)."""
         num_codebooks = self.config.num_codebooks
         frame_labels = frame_labels.to(audio_logits.device)
-        weights = torch.tensor(self.config.codebook_loss_weights, dtype=torch.float32, device=audio_logits.device)
+        weights = torch.tensor(self.config.codebook_loss_weights, dtype=torch.float32).to(audio_logits.device)
         # One codebook at a time: a float32 copy of all `(frames, num_codebooks, vocab)` logits is never held.
         codebook_sums = torch.stack(
             [_float_cross_entropy(audio_logits[:, k], frame_labels[:, k]).sum() for k in range(num_codebooks)]
