@@ -123,6 +123,29 @@ def test_lora_finetune_loss_falls_and_adapters_reload_merge_and_autoload(tmp_pat
     torch.testing.assert_close(_logits(auto, batch), (logits, audio_logits), rtol=0, atol=0)
 
 
+def test_lora_finetune_in_bf16_stores_the_frozen_base_in_bf16(tmp_path, monkeypatch):
+    import uniaudio2.training_uniaudio2 as training
+
+    base_dir = tmp_path / "base"
+    _save_tiny_model(base_dir)
+    seen = {}
+    original = training.Trainer
+
+    def record(*args, model, **kwargs):
+        seen.update({name: p.dtype for name, p in model.named_parameters()})
+        return original(*args, model=model, **kwargs)
+
+    monkeypatch.setattr(training, "Trainer", record)
+    finetune_main([
+        "--model_name_or_path", str(base_dir), "--synthetic_examples", "4", "--output_dir", str(tmp_path / "lora"),
+        "--max_steps", "1", "--per_device_train_batch_size", "2", "--lora_r", "4", "--bf16", "true", "--use_cpu", "true", "--seed", "0",
+        *COMMON_FLAGS,
+    ])
+    adapters = {dtype for name, dtype in seen.items() if "lora_" in name}
+    frozen = {dtype for name, dtype in seen.items() if "lora_" not in name}
+    assert adapters == {torch.float32} and frozen == {torch.bfloat16}
+
+
 def _stage_flags(stage, init, out_dir):
     return [
         "--stage", str(stage), *init, "--synthetic_examples", "12", "--output_dir", str(out_dir), "--max_steps", "2",
@@ -208,11 +231,15 @@ def test_recipe_configs_parse_and_flags_override():
         assert training_args.learning_rate == 2e-4 and training_args.adam_beta2 == 0.95
         assert data_args.max_length == STAGES[stage].context_length
     assert data_args.auditory_sentences and STAGES[4].context_length == 2048
-    _, _, stage_args, _ = parse_arguments(
+    _, _, stage_args, training_args = parse_arguments(
         [str(configs / "finetune_lora.yaml"), "--output_dir", "x", "--lora_r", "4"],
         (ModelArguments, DataArguments, LoraArguments, TrainingArguments),
     )
     assert stage_args.lora_r == 4 and stage_args.lora_alpha == 32 and not stage_args.lora_depth_decoder
+    # Every adapter is in every step's graph (an audio-free batch still runs the depth decoder): no unused-parameter
+    # search; evaluation only needs the loss.
+    assert training_args.ddp_find_unused_parameters is False and training_args.prediction_loss_only
+    assert training_args.per_device_eval_batch_size == training_args.per_device_train_batch_size == 2
     with pytest.raises(ValueError, match="--stage"):
         parse_arguments(["--stage", "5", "--output_dir", "x"], (StageArguments, TrainingArguments))
 

@@ -374,15 +374,19 @@ def _dict_to_argv(values: dict) -> list[str]:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def load_model(model_args: ModelArguments) -> UniAudio2ForConditionalGeneration:
-    """The model to train: a checkpoint, or a fresh model from a config (with an optional Llama backbone)."""
+def load_model(model_args: ModelArguments, dtype: torch.dtype | None = None) -> UniAudio2ForConditionalGeneration:
+    """
+    The model to train: a checkpoint (in `dtype`, float32 by default), or a fresh model from a config (with an optional
+    Llama backbone).
+    """
     if model_args.model_name_or_path:
+        kwargs = {"dtype": dtype or torch.float32}
         if model_args.trust_remote_code:
             from transformers import AutoModelForCausalLM
 
-            model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, trust_remote_code=True)
+            model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, trust_remote_code=True, **kwargs)
         else:
-            model = UniAudio2ForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
+            model = UniAudio2ForConditionalGeneration.from_pretrained(model_args.model_name_or_path, **kwargs)
     elif model_args.config_name:
         path = Path(model_args.config_name)
         config = (
@@ -576,7 +580,9 @@ def finetune_main(argv=None) -> int:
     )
     training_args = _training_arguments(training_args, model_args)
     set_seed(training_args.seed)
-    model = load_model(model_args)
+    # The frozen base is stored in the training precision (bf16: half the memory of float32 weights); peft keeps the
+    # adapters in float32.
+    model = load_model(model_args, dtype=torch.bfloat16 if training_args.bf16 else None)
     lora_config = uniaudio2_lora_config(
         r=lora_args.lora_r, lora_alpha=lora_args.lora_alpha, lora_dropout=lora_args.lora_dropout,
         include_depth_decoder=lora_args.lora_depth_decoder, target_modules=lora_args.lora_target_modules,
