@@ -51,7 +51,9 @@ class UniAudio2FeatureExtractor(SequenceFeatureExtractor):
     dtype or layout, empty, non-finite, out-of-range or overlong audio raises a `ValueError` that says what is wrong.
 
     The codec weights are not part of this JSON config: they live in the `codec_subfolder` of the directory the
-    extractor is saved to / loaded from, and are loaded on first use.
+    extractor is saved to / loaded from, and are loaded on first use (in the `dtype` given to `from_pretrained`, if
+    any: its tokenizing path stays float32, so the codes do not depend on it). [`~UniAudio2FeatureExtractor.place_codec`]
+    puts it on a device (the pipelines put it on the model's); `encode` and `decode` run there and return CPU outputs.
 
     Args:
         feature_size (`int`, *optional*, defaults to 1):
@@ -82,6 +84,7 @@ class UniAudio2FeatureExtractor(SequenceFeatureExtractor):
         self.codec_subfolder = codec_subfolder
         self._codec = None
         self._codec_source = None
+        self._codec_placement = None
 
     # ------------------------------------------------------------------------------------------------ codec handling
     @classmethod
@@ -92,7 +95,7 @@ class UniAudio2FeatureExtractor(SequenceFeatureExtractor):
 
     def set_codec_source(self, pretrained_model_name_or_path, **hub_kwargs) -> None:
         """Load the codec, on first use, from the `codec_subfolder` of this directory or hub repository."""
-        keys = ("cache_dir", "force_download", "local_files_only", "token", "revision")
+        keys = ("cache_dir", "force_download", "local_files_only", "token", "revision", "dtype")
         self._codec_source = (str(pretrained_model_name_or_path), {k: v for k, v in hub_kwargs.items() if k in keys})
 
     @property
@@ -113,7 +116,25 @@ class UniAudio2FeatureExtractor(SequenceFeatureExtractor):
             if Path(path).is_dir() and not (local / "config.json").is_file():
                 raise FileNotFoundError(f"No codec found in {local} (expected config.json and weights there).")
             self._codec = ReasoningCodecModel.from_pretrained(path, subfolder=self.codec_subfolder, **hub_kwargs).eval()
+            self._place_loaded_codec()
         return self._codec
+
+    def place_codec(self, device=None, dtype=None) -> None:
+        """
+        Put the codec on `device` and its decoder in `dtype` (the tokenizing path stays float32), now if it is loaded,
+        else when it is. `None` leaves that property as it is.
+        """
+        self._codec_placement = (None if device is None else torch.device(device), dtype)
+        if self._codec is not None:
+            self._place_loaded_codec()
+
+    def _place_loaded_codec(self) -> None:
+        if self._codec_placement is None:
+            return
+        device, dtype = self._codec_placement
+        codec = self._codec
+        if (device is not None and codec.device != device) or (dtype is not None and codec.decoder_dtype != dtype):
+            codec.to(device=device, dtype=dtype)
 
     @property
     def has_codec(self) -> bool:
@@ -142,6 +163,7 @@ class UniAudio2FeatureExtractor(SequenceFeatureExtractor):
         output = super().to_dict()
         output.pop("_codec", None)
         output.pop("_codec_source", None)
+        output.pop("_codec_placement", None)
         return output
 
     def __deepcopy__(self, memo):

@@ -13,6 +13,7 @@
 # limitations under the License.
 """PyTorch ReasoningCodec (UniAudio 2.0 audio tokenizer): encoder side, quantizers and the top-level model."""
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -44,6 +45,42 @@ from .modeling_reasoning_codec_decoder import (
 
 
 logger = logging.get_logger(__name__)
+
+# Modules of the tokenizing path (front ends, frozen encoders, branches and their quantizers): they stay float32 when
+# the codec is loaded or cast in half precision, so that the codes do not depend on the dtype. Only the decoder is cast.
+FLOAT32_MODULES = [
+    "whisper_feature_extractor",
+    "whisper_encoder",
+    "wavlm_encoder",
+    "music_ssl_encoder",
+    "reasoning_encoder",
+    "reconstruction_encoder",
+]
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _weight_dtype(module: nn.Module) -> torch.dtype:
+    """Floating dtype of the first floating parameter of `module` (float32 if none)."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+
+
+def _keeping_float32(fn):
+    """Wrap a `Module._apply` function so that float32 tensors follow its device but are not cast to half precision."""
+
+    def apply(tensor):
+        applied = fn(tensor)
+        if tensor.dtype == torch.float32 and applied.dtype in _HALF_DTYPES:
+            return tensor.to(device=applied.device)
+        return applied
+
+    return apply
+
+
+def _autocast_disabled(device: torch.device):
+    """A context that disables autocast on `device` (a no-op for device types without autocast, such as meta)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -618,8 +655,9 @@ class ReasoningCodecReasoningEncoder(nn.Module):
             whisper_features (`torch.FloatTensor` of shape `(batch, whisper_dim, T50)`): Whisper features (50 Hz).
             music_semantic (`torch.FloatTensor` of shape `(batch, music_dim, T25)`): music-SSL semantic layer.
         """
-        whisper_25hz = self.whisper_downsample(whisper_features).transpose(1, 2)
-        music = music_semantic.transpose(1, 2)
+        dtype = self.whisper_downsample.weight.dtype
+        whisper_25hz = self.whisper_downsample(whisper_features.to(dtype)).transpose(1, 2)
+        music = music_semantic.to(dtype).transpose(1, 2)
         length = min(whisper_25hz.shape[1], music.shape[1])
         merged = self.merge_proj(torch.cat([whisper_25hz[:, :length], music[:, :length]], dim=-1))
         hidden_states = self.insert_queries(merged)
@@ -713,10 +751,12 @@ class ReasoningCodecReconstructionEncoder(nn.Module):
         All features are channel-first `(batch, C, T)`; `reasoning_quantized` is `(batch, T5, D)`. Returns codes
         `(batch, T12.5, num_quantizers)` (phone, semantic, acoustic levels) and the summed quantized features.
         """
-        whisper = self.whisper_downsample(whisper_features)
-        wavlm = self.wavlm_downsample(wavlm_features)
-        semantic = self.semantic_downsample(music_semantic)
-        acoustic = self.acoustic_downsample(music_acoustic)
+        dtype = self.whisper_downsample.weight.dtype
+        whisper = self.whisper_downsample(whisper_features.to(dtype))
+        wavlm = self.wavlm_downsample(wavlm_features.to(dtype))
+        semantic = self.semantic_downsample(music_semantic.to(dtype))
+        acoustic = self.acoustic_downsample(music_acoustic.to(dtype))
+        reasoning_quantized = reasoning_quantized.to(dtype)
 
         phone_fused = self.phone_proj(wavlm.transpose(1, 2))
         semantic_fused = self.semantic_proj(semantic.transpose(1, 2))
@@ -789,6 +829,16 @@ class ReasoningCodecPreTrainedModel(PreTrainedModel):
         "ReasoningCodecDiTLayer",
     ]
     _supports_sdpa = True
+    # Loading in float16 / bfloat16 keeps the tokenizing path in float32 (see `FLOAT32_MODULES`).
+    _keep_in_fp32_modules_strict = FLOAT32_MODULES
+
+    def _apply(self, fn, recurse=True):
+        # `.to(torch.bfloat16)`, `.half()`, ...: the tokenizing modules and their buffers (STFT windows, mel filters,
+        # rotary frequencies) follow the device but stay float32; the decoder is cast.
+        if recurse:
+            for name, child in self.named_children():
+                child._apply(_keeping_float32(fn) if name in FLOAT32_MODULES else fn)
+        return super()._apply(fn, recurse=False)
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -877,6 +927,11 @@ class ReasoningCodecModel(ReasoningCodecPreTrainedModel):
         self.decoder = ReasoningCodecDecoder(config.decoder_config)
         self.post_init()
 
+    @property
+    def decoder_dtype(self) -> torch.dtype:
+        """Dtype of the decoder (the rest of the codec stays float32, see `FLOAT32_MODULES`)."""
+        return _weight_dtype(self.decoder)
+
     # ----------------------------------------------------------------------------------------------------------------
     # Frozen encoders
     # ----------------------------------------------------------------------------------------------------------------
@@ -921,16 +976,16 @@ class ReasoningCodecModel(ReasoningCodecPreTrainedModel):
         mel = None
         if whisper_features is None:
             mel = self.whisper_feature_extractor(waveform_16k)
-            whisper = self.whisper_encoder(mel.to(self.dtype)).last_hidden_state
+            whisper = self.whisper_encoder(mel.to(_weight_dtype(self.whisper_encoder))).last_hidden_state
             # Whisper frames run at ssl_sampling_rate / hop / 2 = 50 Hz (the second convolution has stride 2).
             whisper_rate = config.ssl_sampling_rate / config.whisper_hop_length / 2
             whisper_length = max(int(waveform.shape[-1] / config.sampling_rate * whisper_rate), 2 * latent_length)
             whisper = whisper[:, :whisper_length].transpose(1, 2)
         else:
-            whisper = whisper_features.to(self.dtype)
+            whisper = whisper_features.to(_weight_dtype(self.whisper_encoder))
 
         wavlm_input = F.pad(waveform_16k, (0, config.wavlm_extra_samples))
-        states = self.wavlm_hidden_states(wavlm_input.to(self.dtype))
+        states = self.wavlm_hidden_states(wavlm_input.to(_weight_dtype(self.wavlm_encoder)))
         start, end = config.reconstruction_config.wavlm_layer_start, config.reconstruction_config.wavlm_layer_end
         wavlm = torch.stack(states[start:end], dim=1).mean(1).transpose(1, 2)
         wavlm = wavlm[..., : min(wavlm.shape[-1], 2 * latent_length)]
@@ -1116,9 +1171,27 @@ class ReasoningCodecModel(ReasoningCodecPreTrainedModel):
         config = self.config
         batch_size = batch_size or config.encode_batch_size
         clips = self._validate_audio(input_values, padding_mask, sampling_rate, resample)
+        # The codes are computed in float32 whatever the decoder's dtype or an enclosing autocast.
         device = self.device
         clips = [clip.to(device=device, dtype=torch.float32) for clip in clips]
+        with _autocast_disabled(device):
+            reasoning_codes, reconstruction_codes = self._encode_clips(clips, exact_length, batch_size)
+        reasoning_codes, reasoning_mask = self._pad_codes(reasoning_codes)
+        reconstruction_codes, reconstruction_mask = self._pad_codes(reconstruction_codes)
+        if not return_dict:
+            return reasoning_codes, reconstruction_codes, reasoning_mask, reconstruction_mask
+        return ReasoningCodecEncoderOutput(
+            reasoning_codes=reasoning_codes,
+            reconstruction_codes=reconstruction_codes,
+            reasoning_padding_mask=reasoning_mask,
+            reconstruction_padding_mask=reconstruction_mask,
+        )
 
+    def _encode_clips(
+        self, clips: list[torch.Tensor], exact_length: bool, batch_size: int
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per-clip reasoning `(T5, n_q)` and reconstruction `(T12.5, n_q)` codes of 1-D float32 clips."""
+        config = self.config
         per_clip_reasoning, per_clip_reconstruction = [], []
         if exact_length:
             multiple = config.segment_multiple
@@ -1145,31 +1218,18 @@ class ReasoningCodecModel(ReasoningCodecPreTrainedModel):
                 per_clip_reasoning.append(reasoning[:num_reasoning])
                 per_clip_reconstruction.append(reconstruction[:num_reconstruction])
         else:
-            windows, owners = [], []
-            for index, clip in enumerate(clips):
-                clip_windows = self.pipeline_windows(clip)
-                windows.append(clip_windows)
-                owners.extend([index] * clip_windows.shape[0])
+            windows = [self.pipeline_windows(clip) for clip in clips]
             reasoning, reconstruction = self._encode_waveforms(torch.cat(windows), batch_size)
-            owners = torch.tensor(owners, device=device)
-            for index, clip in enumerate(clips):
+            start = 0
+            for clip, clip_windows in zip(clips, windows):
                 num_reasoning, num_reconstruction = self._num_output_frames(clip.shape[-1])
-                selected = owners == index
-                per_clip_reasoning.append(reasoning[selected].reshape(-1, reasoning.shape[-1])[:num_reasoning])
+                end = start + clip_windows.shape[0]
+                per_clip_reasoning.append(reasoning[start:end].reshape(-1, reasoning.shape[-1])[:num_reasoning])
                 per_clip_reconstruction.append(
-                    reconstruction[selected].reshape(-1, reconstruction.shape[-1])[:num_reconstruction]
+                    reconstruction[start:end].reshape(-1, reconstruction.shape[-1])[:num_reconstruction]
                 )
-
-        reasoning_codes, reasoning_mask = self._pad_codes(per_clip_reasoning)
-        reconstruction_codes, reconstruction_mask = self._pad_codes(per_clip_reconstruction)
-        if not return_dict:
-            return reasoning_codes, reconstruction_codes, reasoning_mask, reconstruction_mask
-        return ReasoningCodecEncoderOutput(
-            reasoning_codes=reasoning_codes,
-            reconstruction_codes=reconstruction_codes,
-            reasoning_padding_mask=reasoning_mask,
-            reconstruction_padding_mask=reconstruction_mask,
-        )
+                start = end
+        return per_clip_reasoning, per_clip_reconstruction
 
     @staticmethod
     def _pad_codes(codes: list[torch.Tensor]) -> tuple[torch.LongTensor, torch.BoolTensor]:
