@@ -245,12 +245,12 @@ def tokenize_audio_dataset(
 def codec_encode_fn(codec, exact_length: bool = False) -> Callable:
     """
     Wrap a `ReasoningCodecModel` as the `encode_fn` of [`tokenize_audio_dataset`] (mono waveform at any rate →
-    reasoning codes `(8, T5)` and reconstruction codes `(8, T12.5)`).
+    reasoning codes `(8, T5)` and reconstruction codes `(8, T12.5)`, on CPU); the codec runs on its own device.
     """
 
     @torch.no_grad()
     def encode(waveform: np.ndarray, sampling_rate: int):
-        values = torch.as_tensor(waveform, dtype=torch.float32).reshape(1, 1, -1)
+        values = torch.as_tensor(waveform, dtype=torch.float32).reshape(1, 1, -1).to(codec.device)
         output = codec.encode(values, sampling_rate=sampling_rate, resample=True, exact_length=exact_length, return_dict=True)
         return output.reasoning_codes[0].cpu(), output.reconstruction_codes[0].cpu()
 

@@ -302,7 +302,6 @@ class DataArguments:
     max_segments: int = field(default=8, metadata={"help": "Most segments of an auditory sentence."})
     group_column: str = field(default="group", metadata={"help": "Column telling which rows are related."})
     cfg_dropout_rate: float = field(default=CFG_DROPOUT_RATE, metadata={"help": "Condition dropout probability."})
-    num_proc: int | None = field(default=None, metadata={"help": "Processes for the dataset maps."})
 
 
 @dataclass
@@ -424,11 +423,16 @@ def _load_rows(path: str, split: str, streaming: bool):
 
 
 def build_datasets(
-    data_args: DataArguments, config, stage: TrainingStage | None, seed: int = 0, trust_remote_code: bool = False
+    data_args: DataArguments,
+    config,
+    stage: TrainingStage | None,
+    seed: int = 0,
+    trust_remote_code: bool = False,
+    device: torch.device | str | None = None,
 ):
     """
     Train and eval datasets of grid features and the grid ids, from `--dataset` rows (text tokenised, audio encoded
-    with the codec once and cached) or from synthetic examples.
+    with the codec once and cached; a `--codec` runs on `device`) or from synthetic examples.
     """
     max_length = data_args.max_length or (stage.context_length if stage is not None else None)
     tokenizer = processor = None
@@ -462,7 +466,8 @@ def build_datasets(
                 from .modeling_reasoning_codec import ReasoningCodecModel
 
                 codec_name = Path(data_args.codec).name
-                encode_fn = codec_encode_fn(ReasoningCodecModel.from_pretrained(data_args.codec).eval())
+                codec = ReasoningCodecModel.from_pretrained(data_args.codec).eval()
+                encode_fn = codec_encode_fn(codec.to(device) if device is not None else codec)
             else:
                 raise ValueError("The dataset has raw audio: give --processor or --codec to encode it.")
             cache = {}
@@ -552,7 +557,7 @@ def train_main(argv=None) -> int:
                 f"{len(frozen)} frozen.")
     with training_args.main_process_first(desc="dataset preparation"):
         train_dataset, eval_dataset, special_ids = build_datasets(
-            data_args, model.config, stage, training_args.seed, model_args.trust_remote_code
+            data_args, model.config, stage, training_args.seed, model_args.trust_remote_code, training_args.device
         )
     collator = UniAudio2DataCollator(
         special_ids, cfg_dropout_rate=data_args.cfg_dropout_rate, seed=training_args.seed + training_args.process_index,
@@ -592,7 +597,7 @@ def finetune_main(argv=None) -> int:
     with training_args.main_process_first(desc="dataset preparation"):
         train_dataset, eval_dataset, special_ids = build_datasets(
             data_args, model.config, None if data_args.max_length else STAGES[3], training_args.seed,
-            model_args.trust_remote_code,
+            model_args.trust_remote_code, training_args.device,
         )
     collator = UniAudio2DataCollator(
         special_ids, cfg_dropout_rate=data_args.cfg_dropout_rate, seed=training_args.seed + training_args.process_index
