@@ -247,7 +247,7 @@ def run_decode(args) -> int:
     if "reconstruction_codes" not in tensors:
         raise CLIError(f"{args.codes} has no 'reconstruction_codes' tensor")
     extractor = _load_feature_extractor(model_dir)
-    generator = torch.Generator().manual_seed(args.seed)
+    generator = torch.Generator(device=extractor.codec.device).manual_seed(args.seed)
     audio = extractor.decode([tensors["reconstruction_codes"]], generator=generator, num_steps=args.num_steps)[0]
     _write_wav(Path(args.output), audio, extractor.sampling_rate)
     print(f"wrote {len(audio) / extractor.sampling_rate:.2f}s of audio to {args.output}")

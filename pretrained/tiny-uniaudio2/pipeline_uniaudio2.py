@@ -54,7 +54,15 @@ def load_audio_input(inputs, sampling_rate=None):
     raise ValueError(f"Unsupported audio input of type {type(inputs).__name__}: use a path, an array or a dict.")
 
 
-class UniAudio2AudioToTextPipeline(Pipeline):
+class _CodecOnModelDevice:
+    """The processor's codec encodes and decodes on the model's device (`pipeline(..., device=...)`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.processor.feature_extractor.place_codec(self.model.device)
+
+
+class UniAudio2AudioToTextPipeline(_CodecOnModelDevice, Pipeline):
     """
     Audio → text with UniAudio 2.0: transcription (`task="ASR"`, the default), captioning (`"audio_caption"`,
     `"music_caption"`), lyrics (`"lyric_recognition"`) and audio question answering (`"audio_understanding"` with
@@ -132,7 +140,7 @@ class UniAudio2AudioToTextPipeline(Pipeline):
         return {"text": " ".join(text.strip() for text in texts).strip()}
 
 
-class UniAudio2TextToAudioPipeline(Pipeline):
+class UniAudio2TextToAudioPipeline(_CodecOnModelDevice, Pipeline):
     """
     Text → audio with UniAudio 2.0: speech (`task="TTS"`, the default; `"InstructTTS"` with `instruction=`), sound
     (`"TTA"`) and music (`"TTM"`, `"LTS"` for lyrics). Returns `{"audio": np.ndarray (num_samples,),
@@ -185,7 +193,9 @@ class UniAudio2TextToAudioPipeline(Pipeline):
             max_frames = generate_kwargs.get("max_new_frames") or getattr(self.model.generation_config, "max_new_frames", None) or 500
             generate_kwargs["max_reasoning_frames"] = max(1, min(150, 2 * max_frames // 7))
         if seed is not None:
-            generate_kwargs.setdefault("generator", torch.Generator().manual_seed(seed))
+            # Frames are sampled where the depth decoder's codebook heads are (their device under a device map).
+            device = self.model.depth_decoder.codebooks_head.device
+            generate_kwargs.setdefault("generator", torch.Generator(device=device).manual_seed(seed))
         model_inputs = {key: value.to(self.model.device) for key, value in model_inputs.items()}
         output = self.model.generate(**model_inputs, generation_mode="audio", **generate_kwargs)
         return {"reconstruction_codes": output.reconstruction_codes, "reasoning_codes": output.reasoning_codes}
@@ -197,7 +207,9 @@ class UniAudio2TextToAudioPipeline(Pipeline):
                 "The model produced no reconstruction tokens (it ended the audio, or never finished its reasoning "
                 "phase); set `min_reconstruction_frames`, lower `max_reasoning_frames` or raise `max_new_frames`."
             )
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.processor.feature_extractor.codec.device).manual_seed(seed)
         waveform = self.processor.decode_audio([codes], generator=generator, **(decode_kwargs or {}))[0]
         output = {"audio": np.clip(waveform, -1.0, 1.0), "sampling_rate": self.processor.feature_extractor.sampling_rate}
         if return_codes:
