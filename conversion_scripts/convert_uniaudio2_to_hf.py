@@ -400,6 +400,14 @@ def save_model(
         raise
 
 
+def _output_dtype(name: str, state_dict: dict[str, torch.Tensor]) -> torch.dtype:
+    """The requested dtype, or for `auto` the checkpoint's floating dtype (float32 when it mixes several)."""
+    if name != "auto":
+        return getattr(torch, name)
+    dtypes = {tensor.dtype for tensor in state_dict.values() if tensor.is_floating_point()}
+    return dtypes.pop() if len(dtypes) == 1 else torch.float32
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--checkpoint_path", required=True, help="original checkpoint (llm_ep*.checkpoint or checkpoint.pt)")
@@ -411,7 +419,11 @@ def main(argv=None) -> int:
     parser.add_argument("--tokenizer_path", default=None, help="text tokenizer (Llama-3.2 + UniAudio tags) to save as processor")
     parser.add_argument("--codec_dir", default=None, help="converted ReasoningCodec to bundle with the processor")
     parser.add_argument("--max_shard_size", default="5GB")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+        help="dtype of the saved weights; auto (default) keeps the checkpoint's (a bfloat16 checkpoint is not upcast "
+             "to float32, which would double the conversion's memory and the output's size)",
+    )
     args = parser.parse_args(argv)
 
     from tqdm.auto import tqdm
@@ -428,7 +440,8 @@ def main(argv=None) -> int:
             config = config_from_training_yaml(config_path, original)
         converted = convert_state_dict(original, config)
         progress.update()
-        model = build_model(config, converted).to(getattr(torch, args.dtype))
+        # The converted tensors are views of the memory-mapped checkpoint; `.to` copies only when the dtype changes.
+        model = build_model(config, converted).to(_output_dtype(args.dtype, converted))
         set_generation_defaults(model, max_new_tokens=500, max_new_frames=500)  # the reference scripts' bounds
         processor = build_processor(config, args.tokenizer_path, args.codec_dir) if args.tokenizer_path else None
         if args.codec_dir and processor is None:
