@@ -49,6 +49,7 @@ at the end unless `--keep`), ~13 GB of RAM, and takes ~15 minutes on 2 CPU cores
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -167,7 +168,7 @@ def check_against_keys_tsv(layout: dict[str, tuple[int, ...]]) -> str:
         return "keys_full_size.tsv not found (not compared)"
     listed = {}
     for line in KEYS_TSV.read_text().splitlines()[1:]:
-        key, shape, _dtype, _numel = line.split("\t")
+        key, shape, _dtype, _count = line.split("\t")
         listed[key] = tuple(json.loads(shape))
     if listed != layout:
         missing, extra = sorted(set(listed) - set(layout)), sorted(set(layout) - set(listed))
@@ -284,7 +285,7 @@ def conversion_and_loading(preset: str, work_dir: Path, keep: bool, min_availabl
     config = full_size_config() if preset == "full" else smoke_config()
     layout = original_layout(config)
     keys_check = check_against_keys_tsv(layout) if preset == "full" else "smoke configuration (not compared)"
-    weights_bytes = sum(2 * _numel(shape) for shape in layout.values())  # bfloat16
+    weights_bytes = sum(2 * math.prod(shape) for shape in layout.values())  # bfloat16
     needed = 2.2 * weights_bytes
     free_disk = shutil.disk_usage(work_dir.parent if not work_dir.exists() else work_dir).free
     if free_disk < needed:
@@ -293,7 +294,7 @@ def conversion_and_loading(preset: str, work_dir: Path, keep: bool, min_availabl
     checkpoint, config_path, output_dir = work_dir / "llm_ep1.checkpoint", work_dir / "llm_config.yaml", work_dir / "hf"
     config_path.write_text(yaml.safe_dump(training_yaml(config)))
     min_available = min_available_gb * GB
-    result = {"preset": preset, "tensors": len(layout), "parameters": sum(_numel(s) for s in layout.values()),
+    result = {"preset": preset, "tensors": len(layout), "parameters": sum(math.prod(s) for s in layout.values()),
               "weights_bytes": weights_bytes, "keys_check": keys_check}
     try:
         me = [sys.executable, str(Path(__file__).resolve())]
@@ -318,13 +319,6 @@ def conversion_and_loading(preset: str, work_dir: Path, keep: bool, min_availabl
         if not keep:
             shutil.rmtree(work_dir, ignore_errors=True)
     return result
-
-
-def _numel(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 def _summary(run: dict, weights_bytes: int) -> dict:
@@ -495,27 +489,32 @@ def _frozen_aware_mem_tracker():
 
 
 def _recipe_settings(recipe: Path) -> dict:
-    import yaml
+    """The LoRA recipe's settings, parsed as `uniaudio2 finetune` parses them (its defaults where the file is silent)."""
     from transformers import TrainingArguments
 
-    values = yaml.safe_load(recipe.read_text()) or {}
-    defaults = TrainingArguments(output_dir="/tmp/unused", report_to="none")
+    from uniaudio2.training_uniaudio2 import STAGES, DataArguments, LoraArguments, ModelArguments, parse_arguments
+
+    model_args, data_args, lora_args, training_args = parse_arguments(
+        [str(recipe), "--output_dir", "unused", "--report_to", "none"],
+        (ModelArguments, DataArguments, LoraArguments, TrainingArguments),
+    )
     return {
-        "lora_r": int(values.get("lora_r", 16)),
-        "lora_alpha": int(values.get("lora_alpha", 32)),
-        "lora_dropout": float(values.get("lora_dropout", 0.05)),
-        "lora_depth_decoder": bool(values.get("lora_depth_decoder", False)),
-        "lora_target_modules": values.get("lora_target_modules"),
-        "modules_to_save": values.get("modules_to_save"),
-        "max_length": int(values.get("max_length", 1024)),
-        "per_device_train_batch_size": int(values.get("per_device_train_batch_size", defaults.per_device_train_batch_size)),
-        "per_device_eval_batch_size": int(values.get("per_device_eval_batch_size", defaults.per_device_eval_batch_size)),
-        "activation_checkpointing": bool(values.get("activation_checkpointing", values.get("gradient_checkpointing", False))),
-        "bf16": bool(values.get("bf16", values.get("bf16_if_available", False))),
-        "optim": str(values.get("optim", defaults.optim.value if hasattr(defaults.optim, "value") else defaults.optim)),
-        "learning_rate": float(values.get("learning_rate", defaults.learning_rate)),
-        "weight_decay": float(values.get("weight_decay", defaults.weight_decay)),
-        "prediction_loss_only": bool(values.get("prediction_loss_only", defaults.prediction_loss_only)),
+        "lora_r": lora_args.lora_r,
+        "lora_alpha": lora_args.lora_alpha,
+        "lora_dropout": lora_args.lora_dropout,
+        "lora_depth_decoder": lora_args.lora_depth_decoder,
+        "lora_target_modules": lora_args.lora_target_modules,
+        "modules_to_save": lora_args.modules_to_save,
+        "max_length": data_args.max_length or STAGES[3].context_length,
+        "per_device_train_batch_size": training_args.per_device_train_batch_size,
+        "per_device_eval_batch_size": training_args.per_device_eval_batch_size,
+        "activation_checkpointing": training_args.activation_checkpointing,
+        # On a GPU `bf16_if_available` turns bf16 on (see `_training_arguments`).
+        "bf16": training_args.bf16 or model_args.bf16_if_available,
+        "optim": str(getattr(training_args.optim, "value", training_args.optim)),
+        "learning_rate": training_args.learning_rate,
+        "weight_decay": training_args.weight_decay,
+        "prediction_loss_only": training_args.prediction_loss_only,
     }
 
 
