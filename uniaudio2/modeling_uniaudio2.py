@@ -615,7 +615,7 @@ class UniAudio2ForConditionalGeneration(UniAudio2PreTrainedModel, UniAudio2Gener
         """Weighted codebook loss of `audio_logits` `(frames + 1, num_codebooks, vocab)` (the last frame unlabelled)."""
         num_codebooks = self.config.num_codebooks
         frame_labels = frame_labels.to(audio_logits.device)
-        weights = torch.tensor(self.config.codebook_loss_weights, dtype=torch.float32).to(audio_logits.device)
+        weights = torch.tensor(self.config.codebook_loss_weights, dtype=torch.float32, device=audio_logits.device)
         # One codebook at a time: a float32 copy of all `(frames, num_codebooks, vocab)` logits is never held.
         codebook_sums = torch.stack(
             [_float_cross_entropy(audio_logits[:, k], frame_labels[:, k]).sum() for k in range(num_codebooks)]
