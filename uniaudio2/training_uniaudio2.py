@@ -432,7 +432,7 @@ def build_datasets(
 ):
     """
     Train and eval datasets of grid features and the grid ids, from `--dataset` rows (text tokenised, audio encoded
-    with the codec once and cached; a `--codec` runs on `device`) or from synthetic examples.
+    with the codec, on `device`, once and cached) or from synthetic examples.
     """
     max_length = data_args.max_length or (stage.context_length if stage is not None else None)
     tokenizer = processor = None
@@ -440,6 +440,7 @@ def build_datasets(
         from .processing_uniaudio2 import UniAudio2Processor
 
         processor = UniAudio2Processor.from_pretrained(data_args.processor, trust_remote_code=trust_remote_code)
+        processor.feature_extractor.place_codec(device)
         tokenizer = processor.tokenizer
         special_ids = processor.special_ids()
     elif data_args.tokenizer:
