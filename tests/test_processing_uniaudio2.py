@@ -244,3 +244,188 @@ def test_chat_messages_map_to_tasks(processor):
     assert torch.equal(tts["input_ids"], processor(text="hello there", task="TTS")["input_ids"])
     with pytest.raises(ValueError, match="user turn"):
         processor.apply_chat_template([{"role": "assistant", "content": "hi"}])
+
+
+# ------------------------------------------------------------------------------------- processor kwargs (#28 item 8)
+def _codes(frames=3):
+    generator = torch.Generator().manual_seed(frames)
+    return (torch.randint(0, 32, (8, frames), generator=generator), torch.randint(0, 64, (8, 2 * frames), generator=generator))
+
+
+def _equal_batches(first, second):
+    assert set(first) == set(second)
+    for key in first:
+        assert torch.equal(torch.as_tensor(np.asarray(first[key])), torch.as_tensor(np.asarray(second[key]))), key
+
+
+def test_processor_kwargs_follow_processing_kwargs(processor):
+    from typing import get_args
+
+    from uniaudio2.processing_uniaudio2 import UniAudio2ProcessorKwargs
+
+    assert processor.valid_processor_kwargs is UniAudio2ProcessorKwargs
+    text_kwargs = UniAudio2ProcessorKwargs.__annotations__["text_kwargs"].__annotations__
+    for name in ("padding", "max_length", "return_tensors", "padding_side"):
+        annotation = text_kwargs[name]
+        flat = [arg for part in get_args(annotation) for arg in (get_args(part) or (part,))]  # unwrap Annotated
+        assert type(None) in flat, name
+    texts = ["hello world", "the dog"]
+    flat = processor(text=texts, task="TTS", padding="max_length", max_length=40, return_tensors="pt")
+    nested = processor(text=texts, task="TTS", text_kwargs={"padding": "max_length", "max_length": 40},
+                       common_kwargs={"return_tensors": "pt"})
+    assert flat["input_ids"].shape == (2, 40) and flat["audio_codes"].shape == (2, 40, 8)
+    _equal_batches(flat, nested)
+    # None means "the processor's default", as for every typed kwarg of the library.
+    _equal_batches(processor(text=texts, task="TTS", padding=None, max_length=None, padding_side=None),
+                   processor(text=texts, task="TTS"))
+    with pytest.raises(ValueError, match="passed two times"):
+        processor(text=texts, task="TTS", text_kwargs={"padding": "max_length"}, padding="max_length")
+
+
+def test_processor_text_kwargs_reach_the_tokenizer(processor):
+    ids = processor.special_ids()
+    text = "say <|end_of_text|> now"
+    plain = processor(text=text, task="TTS")["input_ids"][0]
+    split = processor(text=text, task="TTS", text_kwargs={"split_special_tokens": True})["input_ids"][0]
+    # Without splitting, the literal special token of the user's text becomes one more EOS in the grid.
+    assert (plain == ids.eos_token_id).sum() == (split == ids.eos_token_id).sum() + 1
+    assert torch.equal(processor(text=text, task="TTS", split_special_tokens=True)["input_ids"][0], split)
+    body = processor.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    assert split[-len(body) - 2 : -2].tolist() == body  # ... BOS body EOS </transcription>
+
+
+def test_processor_audio_and_common_kwargs_reach_the_feature_extractor(processor, monkeypatch):
+    seen = []
+    encode = processor.feature_extractor.encode
+
+    def recording_encode(raw_audio, sampling_rate=None):
+        seen.append(sampling_rate)
+        return encode(raw_audio, sampling_rate=sampling_rate)
+
+    # (setitem, not setattr: undoing it removes the instance attribute instead of storing a bound method there)
+    monkeypatch.setitem(processor.feature_extractor.__dict__, "encode", recording_encode)
+    tone = _tone(0.4, rate=16000)
+    flat = processor(audio=tone, sampling_rate=16000)
+    nested = processor(audio=tone, audio_kwargs={"sampling_rate": 16000})
+    common = processor(audio=tone, common_kwargs={"sampling_rate": 16000, "return_tensors": "np"})
+    assert seen == [16000, 16000, 16000]
+    _equal_batches(flat, nested)
+    _equal_batches(flat, common)
+    assert isinstance(common["input_ids"], np.ndarray)  # the common return_tensors reached the grid (text) side too
+    # The feature extractor declares no kwargs of its own: the library's `AudioKwargs` are checked here.
+    with pytest.raises(TypeError, match="sampling_rat"):
+        processor(audio=tone, audio_kwargs={"sampling_rat": 16000})
+
+
+def test_processor_unknown_kwarg_is_ignored_with_the_library_warning(processor):
+    from transformers.testing_utils import CaptureLogger
+    from transformers.utils import logging as hf_logging
+
+    with CaptureLogger(hf_logging.get_logger("transformers.processing_utils")) as captured:
+        batch = processor(text="hello", task="TTS", no_such_option_for_uniaudio2=3)
+    assert "no_such_option_for_uniaudio2" in captured.out and "will be ignored" in captured.out
+    _equal_batches(batch, processor(text="hello", task="TTS"))
+
+
+def test_processor_return_tensors_variants(processor):
+    texts = ["hello world", "the dog"]
+    pt = processor(text=texts, task="TTS")
+    np_batch = processor(text=texts, task="TTS", return_tensors="np")
+    lists = processor(text=texts, task="TTS", return_tensors=None)
+    assert all(isinstance(value, torch.Tensor) for value in pt.values())
+    assert all(isinstance(value, np.ndarray) for value in np_batch.values())
+    assert all(isinstance(value, list) for value in lists.values())
+    _equal_batches(pt, np_batch)
+    _equal_batches(pt, lists)
+    with pytest.raises(ValueError, match="not a valid TensorType"):
+        processor(text=texts, task="TTS", return_tensors="tf")
+
+
+def test_processor_padding_side(processor):
+    texts = ["hello world", "the dog"]
+    left, right = processor(text=texts, task="TTS"), processor(text=texts, task="TTS", padding_side="right")
+    assert left["attention_mask"][1, 0] == 0 and left["attention_mask"][1, -1] == 1
+    assert right["attention_mask"][1, 0] == 1 and right["attention_mask"][1, -1] == 0
+    short = right["attention_mask"][1].bool()
+    assert torch.equal(left["input_ids"][1, left["attention_mask"][1].bool()], right["input_ids"][1, short])
+    codes = [_codes(3), _codes(5)]
+    train = processor(text=["hello", "a dog"], audio_codes=codes, task="TTS", output_labels=True)
+    train_left = processor(text=["hello", "a dog"], audio_codes=codes, task="TTS", output_labels=True,
+                           text_kwargs={"padding_side": "left"})
+    assert train["attention_mask"][0, -1] == 0 and train_left["attention_mask"][0, 0] == 0
+    mask, mask_left = train["attention_mask"][0].bool(), train_left["attention_mask"][0].bool()
+    assert torch.equal(train["audio_labels"][0, mask], train_left["audio_labels"][0, mask_left])
+    with pytest.raises(ValueError, match="padding_side"):
+        processor(text=texts, task="TTS", padding_side="middle")
+
+
+def test_processor_max_length_and_padding(processor):
+    texts = ["hello world", "the dog"]
+    lengths = processor(text=texts, task="TTS")["attention_mask"].sum(-1).tolist()
+    with pytest.raises(ValueError, match=rf"needs {max(lengths)} rows, more than max_length={max(lengths) - 1}"):
+        processor(text=texts, task="TTS", max_length=max(lengths) - 1)
+    padded = processor(text=texts, task="TTS", padding="max_length", max_length=48)
+    assert padded["input_ids"].shape == (2, 48) and padded["attention_mask"].sum(-1).tolist() == lengths
+    assert (padded["input_ids"][padded["attention_mask"] == 0] == processor.special_ids().text_pad_token_id).all()
+    multiple = processor(text=texts, task="TTS", pad_to_multiple_of=16)
+    assert multiple["input_ids"].shape[1] == -(-max(lengths) // 16) * 16
+    ragged = processor(text=texts, task="TTS", padding=False, return_tensors=None)
+    assert [len(ids) for ids in ragged["input_ids"]] == lengths and all(all(m) for m in ragged["attention_mask"])
+    with pytest.raises(ValueError, match="padding=False"):
+        processor(text=texts, task="TTS", padding=False)
+    assert "attention_mask" not in processor(text=texts, task="TTS", return_attention_mask=False)
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="max_length"):
+            processor(text=texts, task="TTS", max_length=bad)
+
+
+def test_processor_documented_departures(processor):
+    doc = type(processor).__call__.__doc__
+    for phrase in ("without `sampling_rate` raises", "`truncation` other than `False` raises", "per-token outputs"):
+        assert phrase in " ".join(doc.split()), phrase
+    # No guessed sampling rate (library feature extractors warn and assume their own).
+    with pytest.raises(ValueError, match="sampling_rate"):
+        processor(audio=_tone(0.2))
+    # No truncation: it would cut the task prompt or the target.
+    with pytest.raises(ValueError, match="truncation"):
+        processor(text="hello", task="TTS", truncation=True, max_length=4)
+    assert processor(text="hello", task="TTS", truncation=False)["input_ids"].shape[0] == 1
+    # A grid has no per-token outputs.
+    with pytest.raises(ValueError, match="per-token outputs"):
+        processor(text="hello", task="TTS", return_offsets_mapping=True)
+    # The grid is padded by the processor's rule, not by the tokenizer's padding settings.
+    tokenizer_side = processor.tokenizer.padding_side
+    try:
+        processor.tokenizer.padding_side = "left"
+        processor.tokenizer.init_kwargs["padding_side"] = "left"
+        train = processor(text=["hello", "a dog"], audio_codes=[_codes(3), _codes(5)], task="TTS", output_labels=True)
+        assert train["attention_mask"][0, -1] == 0
+    finally:
+        processor.tokenizer.padding_side = tokenizer_side
+        processor.tokenizer.init_kwargs.pop("padding_side")
+
+
+def test_processor_decode_defaults_are_the_tokenizer_s(processor):
+    ids = processor(text="hello world", task="TTS")["input_ids"]
+    assert processor.batch_decode(ids) == processor.tokenizer.batch_decode(ids)  # special tokens kept, as there
+    skipped = processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
+    assert processor.batch_decode(ids, skip_special_tokens=True) == skipped
+    assert processor.batch_decode(ids, prompt_length=3) == processor.tokenizer.batch_decode(ids[:, 3:])
+    assert processor.decode(ids[0]) == processor.tokenizer.decode(ids[0])
+
+
+def test_processor_save_load_keeps_its_kwargs(processor, tmp_path):
+    from uniaudio2.processing_uniaudio2 import UniAudio2Processor
+
+    custom = UniAudio2Processor(processor.feature_extractor, processor.tokenizer,
+                                audio_special_ids=processor.audio_special_ids, max_length=64)
+    custom.save_pretrained(tmp_path)
+    loaded = UniAudio2Processor.from_pretrained(tmp_path, trust_remote_code=True)
+    # (`save_pretrained` of a remote-code processor records `auto_map` on the saved instance; loading drops it.)
+    saved = {key: value for key, value in custom.to_dict().items() if key != "auto_map"}
+    assert loaded.to_dict() == saved and loaded.max_length == 64
+    assert loaded(text="hello", task="TTS", padding="max_length")["input_ids"].shape == (1, 64)
+    batch = loaded(text="hello", audio_codes=[_codes()], task="TTS")
+    assert list(batch) == loaded.model_input_names
+    labelled = loaded(text="hello", audio_codes=[_codes()], task="TTS", output_labels=True)
+    assert set(loaded.model_input_names) < set(labelled)

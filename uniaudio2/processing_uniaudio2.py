@@ -15,9 +15,11 @@
 
 import numpy as np
 import torch
+from huggingface_hub.dataclasses import validate_typed_dict
 from transformers.feature_extraction_utils import BatchFeature
-from transformers.processing_utils import ProcessorMixin
-from transformers.utils import logging
+from transformers.processing_utils import AudioKwargs, ProcessingKwargs, ProcessorMixin, TextKwargs, Unpack
+from transformers.tokenization_utils_base import TruncationStrategy
+from transformers.utils import PaddingStrategy, TensorType, logging
 
 from .feature_extraction_uniaudio2 import read_audio_file
 from .tasks_uniaudio2 import (
@@ -25,6 +27,7 @@ from .tasks_uniaudio2 import (
     REASONING,
     RECONSTRUCTION,
     TEXT,
+    Grid,
     GridSpecialIds,
     build_grid,
     collate_grids,
@@ -34,6 +37,31 @@ from .tasks_uniaudio2 import (
 
 
 logger = logging.get_logger(__name__)
+
+
+class UniAudio2TextKwargs(TextKwargs, total=False):
+    """
+    split_special_tokens (`bool`, *optional*):
+        Tokenize special-token strings inside the text (e.g. a literal `<|end_of_text|>`) as plain text rather than as
+        the special token, so that user text cannot inject control tokens into the grid.
+    """
+
+    split_special_tokens: bool | None
+
+
+class UniAudio2ProcessorKwargs(ProcessingKwargs, total=False):
+    text_kwargs: UniAudio2TextKwargs
+
+
+# Text kwargs that shape the output grid (one sequence of rows per example) rather than the tokenization of a segment.
+_GRID_KWARGS = ("padding", "padding_side", "max_length", "pad_to_multiple_of", "truncation", "return_tensors",
+                "return_attention_mask")
+# Text kwargs that ask for per-token outputs of the tokenizer, which a grid does not have.
+_TOKEN_OUTPUT_KWARGS = ("text_pair", "text_target", "text_pair_target", "is_split_into_words", "stride",
+                        "return_overflowing_tokens", "return_offsets_mapping", "return_token_type_ids",
+                        "return_special_tokens_mask", "return_length", "return_mm_token_type_ids",
+                        "return_text_replacement_offsets", "sanitize_control_tokens")
+
 
 def default_audio_special_ids(reasoning_codebook_size: int = 4096, reconstruction_codebook_size: int = 8192, num_codebooks: int = 8) -> dict:
     """
@@ -83,7 +111,8 @@ class UniAudio2Processor(ProcessorMixin):
     and their tags, audio is tokenized by the feature extractor's codec into a reasoning segment followed by a
     reconstruction segment. Without labels the grid stops before the task's target (the generation prompt) and is
     left-padded; with `output_labels=True` it is complete, right-padded and carries `labels` / `audio_labels` on the
-    task's target rows only.
+    task's target rows only. Processing options (`padding`, `max_length`, `padding_side`, `return_tensors`,
+    `sampling_rate`, ...) follow transformers' `ProcessingKwargs` (see [`~UniAudio2Processor.__call__`]).
 
     Args:
         feature_extractor ([`UniAudio2FeatureExtractor`]):
@@ -130,42 +159,52 @@ class UniAudio2Processor(ProcessorMixin):
             **{key: value for key, value in ids.items() if key != "reconstruction_vocab_size"},
         )
 
-    def tokenize_segment(self, text: str) -> torch.LongTensor:
-        """`<|begin_of_text|> text <|end_of_text|>`, as every text segment of the released model."""
+    def tokenize_segment(self, text: str, **tokenizer_kwargs) -> torch.LongTensor:
+        """
+        `<|begin_of_text|> text <|end_of_text|>`, as every text segment of the released model. `tokenizer_kwargs`
+        (e.g. `split_special_tokens=True`) go to the tokenizer, which adds no special tokens of its own by default.
+        """
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"Expected a non-empty string, got {text!r}.")
         ids = self.special_ids()
-        body = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        body = self.tokenizer(text, **{"add_special_tokens": False, **tokenizer_kwargs})["input_ids"]
         return torch.tensor([ids.bos_token_id, *body, ids.eos_token_id], dtype=torch.long)
 
-    def tokenize_prompt(self, prompt: str) -> torch.LongTensor:
-        return self.tokenize_segment(prompt + "\n\n")
+    def tokenize_prompt(self, prompt: str, **tokenizer_kwargs) -> torch.LongTensor:
+        return self.tokenize_segment(prompt + "\n\n", **tokenizer_kwargs)
 
     # -------------------------------------------------------------------------------------------------- building
+    valid_processor_kwargs = UniAudio2ProcessorKwargs
+    # Defaults of the kwargs (`ProcessorMixin._merge_kwargs` step 7): grids are padded and returned as PyTorch
+    # tensors; the tokenizer adds no special tokens (segments get their own BOS / EOS). There is deliberately no
+    # default `sampling_rate`.
+    text_kwargs = {"padding": True, "add_special_tokens": False, "return_tensors": "pt"}
+
     def __call__(
         self,
-        text=None,
+        text: str | list[str] | None = None,
         audio=None,
         task: str = "ASR",
-        sampling_rate: int | None = None,
+        *,
         prompt: str | list[str] | None = None,
-        answer=None,
-        instruction=None,
+        answer: str | list[str] | None = None,
+        instruction: str | list[str] | None = None,
         audio_codes=None,
         output_labels: bool = False,
         drop_condition: bool | list[bool] = False,
-        padding_side: str | None = None,
-        return_tensors: str | None = "pt",
-        **kwargs,
+        **kwargs: Unpack[UniAudio2ProcessorKwargs],
     ) -> BatchFeature:
         """
         Build a batch for `task` (a task name of the released model or an alias such as `"transcribe"`, `"tts"`).
 
+        Processing options follow transformers' `ProcessingKwargs`: pass them flat (`padding="max_length"`), per
+        modality (`text_kwargs={...}`, `audio_kwargs={...}`) or for all modalities (`common_kwargs={...}`); the same
+        option twice raises, an unknown flat option is ignored with a warning, as in every transformers processor.
+
         Args:
             text (`str` or `list[str]`, *optional*): see the class docstring.
-            audio (array, tensor, path-free raw audio, or a list of them, *optional*): raw audio; requires
-                `sampling_rate`.
-            sampling_rate (`int`, *optional*): sampling rate of `audio`.
+            audio (array, tensor, or a list of them, *optional*): raw audio; requires `sampling_rate`.
+            task (`str`, *optional*, defaults to `"ASR"`): the task.
             prompt (`str` or `list[str]`, *optional*): task prompt(s) replacing the default.
             answer (`str` or `list[str]`, *optional*): QA targets (with `output_labels=True`).
             instruction (`str` or `list[str]`, *optional*): style captions for `"InstructTTS"`.
@@ -173,18 +212,47 @@ class UniAudio2Processor(ProcessorMixin):
                 reconstruction (8, T_s))` codes instead of `audio` (no codec needed).
             output_labels (`bool`, *optional*, defaults to `False`): build complete training grids with labels.
             drop_condition (`bool` or `list[bool]`, *optional*): condition dropout (unconditional CFG examples).
-            padding_side (`str`, *optional*): defaults to `"left"` for generation prompts, `"right"` with labels.
+            sampling_rate (`int`): sampling rate of `audio`. Of the audio kwargs it is the one that applies: the codec
+                tokenizes each clip whole, so the waveform padding options of `audio_kwargs` change nothing.
+            padding (`bool` or `str`, *optional*, defaults to `True`): `True` / `"longest"` pads the grids to the
+                longest example, `"max_length"` to `max_length` rows, `False` / `"do_not_pad"` not at all (then
+                examples of different lengths need `return_tensors=None`).
+            max_length (`int`, *optional*): the longest accepted grid, in rows, and the length `padding="max_length"`
+                pads to; defaults to the processor's `max_length` (2048 for the released model).
+            pad_to_multiple_of (`int`, *optional*): round the padded length up to a multiple of this.
+            padding_side (`str`, *optional*): `"left"` or `"right"`; defaults to `"left"` for generation prompts and
+                `"right"` with `output_labels=True`.
+            return_tensors (`str`, *optional*, defaults to `"pt"`): `"pt"`, `"np"`, or `None` for Python lists.
+            return_attention_mask (`bool`, *optional*, defaults to `True`): whether to return `attention_mask`.
+            split_special_tokens (`bool`, *optional*): tokenize special-token strings in the text as plain text.
+            Other text kwargs reach the tokenizer for every text segment (the prompt included).
+
+        Where this processor deliberately departs from the library's processors:
+
+        * audio without `sampling_rate` raises instead of being assumed to be at the extractor's rate (a wrong
+          guess silently gives garbage codes);
+        * `padding`, `max_length`, `padding_side`, `pad_to_multiple_of` and `return_tensors` apply to the grid
+          rows, not to the tokens of each text, and the tokenizer's own padding settings do not apply;
+        * a grid longer than `max_length` raises, and `truncation` other than `False` raises: cutting a grid would
+          drop part of the task prompt or of the target;
+        * text kwargs asking for per-token outputs (offsets, token type ids, overflowing tokens, text pairs, ...)
+          raise, since a grid has no such outputs.
 
         Returns:
             [`BatchFeature`] with `input_ids`, `audio_codes`, `audio_codes_mask`, `attention_mask` (and `labels`,
             `audio_labels` with `output_labels=True`).
         """
-        if kwargs:
-            raise ValueError(f"Unexpected arguments: {sorted(kwargs)}.")
+        merged = self._merge_kwargs(UniAudio2ProcessorKwargs, **kwargs)
+        tokenizer_kwargs = merged["text_kwargs"]  # what is left of them once the grid options are taken out
+        grid_kwargs = self._grid_options(tokenizer_kwargs, merged["audio_kwargs"].get("truncation"))
+        # The feature extractor declares no `valid_kwargs`, so `_merge_kwargs` does not check the audio kwargs.
+        validate_typed_dict(AudioKwargs, merged["audio_kwargs"])
+        max_length = grid_kwargs["max_length"] or self.max_length
+
         task_format = resolve_task(task)
         ids = self.special_ids()
         texts = self._as_list(text)
-        codes = self._audio_codes(audio, audio_codes, sampling_rate)
+        codes = self._audio_codes(audio, audio_codes, merged["audio_kwargs"].get("sampling_rate"))
         batch_size = max(len(texts or []), len(codes or []), 1)
         for name, values in (("text", texts), ("audio", codes)):
             if values is not None and len(values) != batch_size:
@@ -202,26 +270,96 @@ class UniAudio2Processor(ProcessorMixin):
             for key in text_keys:
                 value = self._text_for(key, task_format, row, texts, answers, instructions, output_labels)
                 if value is not None:
-                    segments[key] = self.tokenize_segment(value)
+                    segments[key] = self.tokenize_segment(value, **tokenizer_kwargs)
             if codes is not None and audio_keys:
                 reasoning, reconstruction = codes[row]
                 for key in audio_keys:
                     segments[key] = (reasoning if key.startswith("reason") else reconstruction).T
-            prompt_ids = self.tokenize_prompt(prompts[row]) if task_format.use_prompt and prompts[row] else None
+            prompt_ids = None
+            if task_format.use_prompt and prompts[row]:
+                prompt_ids = self.tokenize_prompt(prompts[row], **tokenizer_kwargs)
             grid = build_grid(task_format, segments, ids, prompt_ids=prompt_ids, drop_condition=bool(drops[row]),
                               inference=not output_labels)
-            if len(grid) > self.max_length:
+            if len(grid) > max_length:
                 raise ValueError(
-                    f"Example {row} needs {len(grid)} rows, more than max_length={self.max_length}: shorten the text "
-                    "or the audio."
+                    f"Example {row} needs {len(grid)} rows, more than max_length={max_length}: shorten the text or "
+                    "the audio, or pass a larger `max_length`."
                 )
             grids.append(grid)
-        side = padding_side or ("right" if output_labels else "left")
-        batch = collate_grids(grids, ids, padding_side=side)
-        if not output_labels:
-            batch.pop("labels")
-            batch.pop("audio_labels")
-        return BatchFeature(batch, tensor_type=return_tensors)
+        side = grid_kwargs["padding_side"] or ("right" if output_labels else "left")
+        batch = self._pad(grids, ids, side, grid_kwargs, max_length)
+        dropped = [] if output_labels else ["labels", "audio_labels"]
+        if grid_kwargs["return_attention_mask"] is False:
+            dropped.append("attention_mask")
+        batch = {key: value for key, value in batch.items() if key not in dropped}
+        return BatchFeature(batch, tensor_type=grid_kwargs["return_tensors"])
+
+    @staticmethod
+    def _grid_options(text_kwargs: dict, audio_truncation=None) -> dict:
+        """
+        Take the grid options out of the merged `text_kwargs` and validate them (before any audio is encoded), with
+        errors naming the option; `padding` comes back as a `PaddingStrategy`.
+        """
+        grid_kwargs = {key: text_kwargs.pop(key, None) for key in _GRID_KWARGS}
+        if grid_kwargs["padding_side"] not in (None, "left", "right"):
+            raise ValueError(f"`padding_side` must be 'left' or 'right', got {grid_kwargs['padding_side']!r}.")
+        for key in ("max_length", "pad_to_multiple_of"):
+            value = grid_kwargs[key]
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise ValueError(f"`{key}` must be a positive integer (grid rows), got {value!r}.")
+        padding = grid_kwargs["padding"]
+        grid_kwargs["padding"] = PaddingStrategy(
+            "longest" if padding is True or padding is None else "do_not_pad" if padding is False else padding
+        )
+        for truncation in (grid_kwargs["truncation"], audio_truncation):
+            if truncation in (None, False) or TruncationStrategy(
+                "longest_first" if truncation is True else truncation
+            ) == TruncationStrategy.DO_NOT_TRUNCATE:
+                continue
+            raise ValueError(
+                f"`truncation={truncation!r}` is not supported: cutting a UniAudio 2.0 grid (or a clip) would drop "
+                "part of the task prompt or target. Shorten the text or the audio, or pass a larger `max_length`."
+            )
+        if grid_kwargs["return_tensors"] is not None:
+            TensorType(grid_kwargs["return_tensors"])  # the library's error for an unknown framework
+        requested = {key: text_kwargs.pop(key, None) for key in _TOKEN_OUTPUT_KWARGS}
+        token_outputs = sorted(key for key, value in requested.items() if value)
+        if token_outputs:
+            raise ValueError(f"{token_outputs} ask for per-token outputs, which UniAudio 2.0 grids do not have.")
+        return grid_kwargs
+
+    @staticmethod
+    def _pad(grids: list[Grid], ids: GridSpecialIds, side: str, grid_kwargs: dict, max_length: int) -> dict:
+        """Collate the grids with the requested padding; returns tensors, or lists when `return_tensors=None`."""
+        lengths = [len(grid) for grid in grids]
+        if grid_kwargs["padding"] == PaddingStrategy.DO_NOT_PAD and len(set(lengths)) > 1:
+            if grid_kwargs["return_tensors"] is not None:
+                raise ValueError(
+                    f"With padding=False the examples keep their lengths ({lengths} rows) and cannot be stacked into "
+                    "tensors: pass padding=True, or return_tensors=None for lists."
+                )
+            rows = [collate_grids([grid], ids) for grid in grids]
+            return {key: [row[key][0].tolist() for row in rows] for key in rows[0]}
+        length = max(lengths)
+        if grid_kwargs["padding"] == PaddingStrategy.MAX_LENGTH:
+            length = max_length
+        if grid_kwargs["pad_to_multiple_of"] and grid_kwargs["padding"] != PaddingStrategy.DO_NOT_PAD:
+            multiple = grid_kwargs["pad_to_multiple_of"]
+            length = -(-length // multiple) * multiple
+        extra = []
+        if length > max(lengths):
+            # A placeholder example of the target length makes `collate_grids` pad every example to it (with its own
+            # padding ids); its row is dropped again.
+            empty = torch.zeros(length, dtype=torch.bool)
+            codes = torch.zeros(length, ids.num_codebooks, dtype=torch.long)
+            placeholder = Grid(input_ids=empty.long(), audio_codes=codes, audio_rows=empty, text_rows=empty,
+                               text_loss=empty, audio_loss=empty)
+            extra = [placeholder]
+        batch = collate_grids(grids + extra, ids, padding_side=side)
+        batch = {key: value[: len(grids)] for key, value in batch.items()}
+        if grid_kwargs["return_tensors"] is None:
+            batch = {key: value.tolist() for key, value in batch.items()}
+        return batch
 
     @staticmethod
     def _as_list(value, batch_size: int | None = None):
@@ -305,13 +443,17 @@ class UniAudio2Processor(ProcessorMixin):
         return self(text=text, audio=audio, sampling_rate=rate, task=task, **kwargs)
 
     # ---------------------------------------------------------------------------------------------------- output
-    def batch_decode(self, sequences, prompt_length: int | None = None, skip_special_tokens: bool = True, **kwargs):
-        """Decode generated text ids (dropping the first `prompt_length` positions, e.g. the prompt)."""
+    def batch_decode(self, sequences, prompt_length: int | None = None, **kwargs):
+        """
+        The tokenizer's `batch_decode` (same defaults: pass `skip_special_tokens=True` to drop the tags), after
+        dropping the first `prompt_length` positions of every sequence (e.g. the prompt) when given.
+        """
         if prompt_length is not None:
             sequences = [list(seq)[prompt_length:] for seq in sequences]
-        return self.tokenizer.batch_decode(sequences, skip_special_tokens=skip_special_tokens, **kwargs)
+        return self.tokenizer.batch_decode(sequences, **kwargs)
 
     def decode(self, *args, **kwargs):
+        """The tokenizer's `decode`, with its defaults."""
         return self.tokenizer.decode(*args, **kwargs)
 
     def decode_audio(self, reconstruction_codes, generator: torch.Generator | None = None, **decode_kwargs) -> list[np.ndarray]:
@@ -331,4 +473,10 @@ class UniAudio2Processor(ProcessorMixin):
 
 UniAudio2Processor.register_for_auto_class()
 
-__all__ = ["UniAudio2Processor", "default_audio_special_ids", "audio_special_ids_from_config"]
+__all__ = [
+    "UniAudio2Processor",
+    "UniAudio2ProcessorKwargs",
+    "UniAudio2TextKwargs",
+    "audio_special_ids_from_config",
+    "default_audio_special_ids",
+]
