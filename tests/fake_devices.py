@@ -11,19 +11,29 @@ Each module gets accelerate's `AlignDevicesHook` (inputs moved to the module's d
 model moved back), as `from_pretrained(device_map=...)` attaches. Autograd cannot run on fake PrivateUse1 devices
 (its engine sizes its queues by the real device count), so the scenarios run forward passes and losses only; and
 `torch.tensor(data, device=...)` becomes an empty tensor there, since the backend has no kernels to copy data with.
+
+A second group of scenarios gives the pipelines a model dispatched that way and a codec loaded on CPU (real
+weights): the pipeline must move the codec to the model's device, and encoding must run there. Fake tensors hold no
+values, so the host reads the codec makes of its inputs (finite check, clip lengths from the padding mask) are
+answered by `ShadowValues`, which keeps the real value of every tensor computed from known values only (the audio,
+its mask; not the weights).
 """
 
 import json
 import sys
 import traceback
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.utils.backend_registration as backend_registration
 from accelerate.hooks import AlignDevicesHook, add_hook_to_module
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils.weak import WeakIdKeyDictionary
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -152,8 +162,133 @@ def scenarios(mode, model):
     return [train_loss, eval_loss, audio_free_batch, cached_decoding_steps, harness_catches_a_mix]
 
 
+class ShadowValues(TorchDispatchMode):
+    """
+    Real CPU copies of the fake tensors computed from known values (real tensors, or fake ones with a copy), so that
+    the host reads of those (`bool`, `.item()`, `.tolist()`, the sizes of `nonzero` / boolean indexing) get their
+    true values. Values stop at the first op that meets a tensor without one (the weights): no model compute is
+    duplicated.
+    """
+
+    def __init__(self, max_numel: int = 10_000_000):
+        super().__init__()
+        self.values = WeakIdKeyDictionary()
+        self.max_numel = max_numel
+
+    def _known(self, tensor) -> bool:
+        return not isinstance(tensor, FakeTensor) or tensor in self.values
+
+    def _real(self, value):
+        if isinstance(value, FakeTensor):
+            return self.values[value]
+        return torch.device("cpu") if isinstance(value, torch.device) else value
+
+    def _count(self, tensor) -> int:
+        with _disable_current_modes():
+            return int(self._real(tensor).count_nonzero())
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        aten = torch.ops.aten
+        known = all(self._known(t) for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor))
+        if func is aten._local_scalar_dense.default and known:
+            with _disable_current_modes():
+                return self._real(args[0]).item()
+        if func is aten.nonzero.default and known:
+            args[0].nonzero_memo = self._count(args[0])
+        if func is aten.index.Tensor:
+            for index in args[1]:
+                if index is not None and index.dtype == torch.bool and self._known(index):
+                    index.nonzero_memo = self._count(index)
+        out = func(*args, **kwargs)
+        outputs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+        if known and outputs and sum(t.numel() for t in outputs) <= self.max_numel:
+            with _disable_current_modes():
+                real_args, real_kwargs = tree_map(self._real, (args, kwargs))
+                real_outputs = [t for t in tree_flatten(func(*real_args, **real_kwargs))[0] if isinstance(t, torch.Tensor)]
+            for fake, value in zip(outputs, real_outputs):
+                if isinstance(fake, FakeTensor):
+                    self.values[fake] = value
+        return out
+
+
+class FakeAcceleratorMode(FakeTensorMode):
+    """`FakeTensorMode` that treats the fake accelerator as absent (as it does CUDA on a CPU-only build): a real tensor
+    moved there becomes a fake one instead of being copied by the (missing) device kernels."""
+
+    @property
+    def avoid_device_init(self) -> bool:
+        return True
+
+
+# Entry modules of the encoding path (WavLM is run layer by layer, from its convolutional front end).
+ENCODER_STAGES = (
+    "music_ssl_encoder", "whisper_encoder", "wavlm_encoder.feature_extractor", "reasoning_encoder", "reconstruction_encoder"
+)
+
+
+def codec_scenarios(mode, model):
+    import numpy as np
+
+    from test_reasoning_codec import randomize_, tiny_config
+    from uniaudio2.feature_extraction_uniaudio2 import UniAudio2FeatureExtractor
+    from uniaudio2.modeling_reasoning_codec import ReasoningCodecModel
+    from uniaudio2.pipeline_uniaudio2 import UniAudio2AudioToTextPipeline, UniAudio2TextToAudioPipeline
+
+    # A device map puts the embeddings (the model's first parameters) on the first device: `model.device`.
+    model.hf_device_map = dict(DEVICE_MAP)
+    rng = np.random.default_rng(0)
+    clips = [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (30000, 20000)]
+
+    def run(pipeline_class):
+        with _disable_current_modes():  # a codec loaded on CPU with real weights, as `from_pretrained` loads it
+            codec = randomize_(ReasoningCodecModel(tiny_config(encode_window_samples=48240)).eval())
+        extractor = UniAudio2FeatureExtractor()
+        extractor.set_codec(codec)
+        processor = SimpleNamespace(feature_extractor=extractor, tokenizer=None)
+        pipe = pipeline_class(model=model, processor=processor)
+        placed = {str(t.device) for t in [*codec.parameters(), *codec.buffers()]}
+        assert pipe.device == torch.device(FIRST) and placed == {FIRST}, (pipe.device, placed)
+        seen = {}
+
+        def record(name):
+            def hook(module, args):
+                seen.setdefault(name, set()).update(str(a.device) for a in args if torch.is_tensor(a))
+
+            return hook
+
+        for name in ENCODER_STAGES:
+            codec.get_submodule(name).register_forward_pre_hook(record(name))
+        # What `pipe.preprocess` runs (through the processor): validation, padding, the codec on its device.
+        pairs = extractor.encode(clips, sampling_rate=16000)
+        assert seen == {name: {FIRST} for name in ENCODER_STAGES}, seen
+        # 16 kHz clips of 1.875 s and 1.25 s: int(s * 5) + 1 reasoning and int(s * 12.5) + 1 reconstruction frames.
+        shapes = [(tuple(r.shape), tuple(c.shape)) for r, c in pairs]
+        assert shapes == [((8, 10), (8, 24)), ((8, 7), (8, 16))], shapes
+
+    def audio_to_text_pipeline_codec_on_the_model_device():
+        run(UniAudio2AudioToTextPipeline)
+
+    def text_to_audio_pipeline_codec_on_the_model_device():
+        run(UniAudio2TextToAudioPipeline)
+
+    return [audio_to_text_pipeline_codec_on_the_model_device, text_to_audio_pipeline_codec_on_the_model_device]
+
+
+def _run(scenario, results):
+    try:
+        scenario()
+        results[scenario.__name__] = "ok"
+    except Exception as error:  # noqa: BLE001
+        frames = [f"{f.filename}:{f.lineno}" for f in traceback.extract_tb(error.__traceback__)]
+        own = [frame for frame in frames if "uniaudio2" in frame or "tests" in frame or "transformers" in frame]
+        results[scenario.__name__] = f"{type(error).__name__}: {str(error).splitlines()[0]} at {own[-6:]}"
+
+
 def main():
     backend_registration._setup_privateuseone_for_python_backend("fakegpu")
+    # What autocast asks of an accelerator backend (the codec disables autocast around its encoders).
+    torch.fakegpu.get_amp_supported_dtype = lambda: [torch.float16, torch.bfloat16]
     from uniaudio2.modeling_uniaudio2 import UniAudio2ForConditionalGeneration
 
     results = {}
@@ -162,13 +297,12 @@ def main():
     with torch.no_grad(), FakeTensorMode(shape_env=ShapeEnv()) as mode, TensorFromDataOnFakeDevice():
         model = dispatch(UniAudio2ForConditionalGeneration(tiny_uniaudio2_config()))
         for scenario in scenarios(mode, model):
-            try:
-                scenario()
-                results[scenario.__name__] = "ok"
-            except Exception as error:  # noqa: BLE001
-                frames = [f"{f.filename}:{f.lineno}" for f in traceback.extract_tb(error.__traceback__)]
-                own = [frame for frame in frames if "uniaudio2" in frame or "tests" in frame or "transformers" in frame]
-                results[scenario.__name__] = f"{type(error).__name__}: {str(error).splitlines()[0]} at {own[-6:]}"
+            _run(scenario, results)
+    shape_env = ShapeEnv(allow_dynamic_output_shape_ops=True)
+    with torch.no_grad(), FakeAcceleratorMode(allow_non_fake_inputs=True, shape_env=shape_env) as mode, ShadowValues():
+        model = dispatch(UniAudio2ForConditionalGeneration(tiny_uniaudio2_config()))
+        for scenario in codec_scenarios(mode, model):
+            _run(scenario, results)
     print(json.dumps(results))
 
 

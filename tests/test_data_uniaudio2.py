@@ -1,6 +1,7 @@
 """Multi-task data with 🤗 Datasets: grid features, condition dropout, packing, auditory sentences, caching, streaming."""
 
 import datasets
+import numpy as np
 import pytest
 import torch
 
@@ -457,3 +458,88 @@ def test_padding_free_flattens_unpacked_batches_and_rejects_bad_positions():
     assert batch["cu_seq_lens_q"].tolist() == [0, lengths[0], lengths[0] + lengths[1], sum(lengths)]
     with pytest.raises(ValueError, match="position_ids"):
         UniAudio2DataCollator(ids, padding_free=True)([{**features[0], "position_ids": [p + 1 for p in features[0]["position_ids"]]}])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Batched pre-tokenizing with the codec
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+# 2 s encoding windows instead of 30 s: the longer clips span two windows, and the tests run in seconds.
+SHORT_WINDOW = 48240
+
+
+def _clips_of_two_rates():
+    generator = torch.Generator().manual_seed(0)
+    seconds_and_rates = [(0.7, 24000), (2.3, 24000), (0.4, 16000), (1.3, 24000), (1.1, 16000)]
+    return [{"array": (0.1 * torch.randn(int(s * rate), generator=generator)).tolist(), "sampling_rate": rate}
+            for s, rate in seconds_and_rates]
+
+
+class _CountingCodec:
+    """A ReasoningCodecModel whose `encode` calls are counted (with the batch size of each)."""
+
+    def __init__(self, codec):
+        self.codec, self.batches = codec, []
+
+    def __getattr__(self, name):
+        return getattr(self.codec, name)
+
+    def encode(self, input_values, **kwargs):
+        self.batches.append(input_values.shape[0])
+        return self.codec.encode(input_values, **kwargs)
+
+
+@pytest.mark.parametrize("exact_length", [False, True])
+def test_batched_pretokenizing_gives_each_clip_its_own_codes(exact_length):
+    """`tokenize_audio_dataset` + `codec_encode_fn` encode each map batch as padded batches (one per sampling rate)
+    with their padding masks; every clip gets exactly the codes it gets when encoded alone."""
+    from test_reasoning_codec import randomize_, tiny_config
+
+    from uniaudio2.data_uniaudio2 import codec_encode_fn
+    from uniaudio2.modeling_reasoning_codec import ReasoningCodecModel
+
+    torch.manual_seed(0)
+    codec = _CountingCodec(randomize_(ReasoningCodecModel(tiny_config(encode_window_samples=SHORT_WINDOW)).eval()))
+    clips = _clips_of_two_rates()
+    dataset = datasets.Dataset.from_list([{"task": "ASR", "audio": clip} for clip in clips] + [{"task": "ASR", "audio": None}])
+    encode_fn = codec_encode_fn(codec, exact_length=exact_length)
+    encoded = tokenize_audio_dataset(dataset, encode_fn, batch_size=len(dataset))
+    assert codec.batches == [3, 2], "one padded batch per sampling rate of the map batch"
+    assert encoded[-1]["reason_seq"] is None and encoded[-1]["semantic_seq"] is None
+    for row, clip in zip(encoded, clips):
+        values = torch.tensor(clip["array"], dtype=torch.float32)[None, None]
+        alone = codec.codec.encode(values, sampling_rate=clip["sampling_rate"], resample=True, exact_length=exact_length)
+        assert torch.equal(torch.tensor(row["reason_seq"]), alone.reasoning_codes[0])
+        assert torch.equal(torch.tensor(row["semantic_seq"]), alone.reconstruction_codes[0])
+    # The single-clip call of the same encode_fn gives the same codes as its batches.
+    reasoning, reconstruction = encode_fn(clips[2]["array"], clips[2]["sampling_rate"])
+    assert reasoning.tolist() == encoded[2]["reason_seq"] and reconstruction.tolist() == encoded[2]["semantic_seq"]
+
+
+def test_feature_extractor_encode_fn_batches_through_the_processor_path():
+    from test_reasoning_codec import randomize_, tiny_config
+
+    from uniaudio2.data_uniaudio2 import feature_extractor_encode_fn
+    from uniaudio2.feature_extraction_uniaudio2 import UniAudio2FeatureExtractor
+    from uniaudio2.modeling_reasoning_codec import ReasoningCodecModel
+
+    torch.manual_seed(0)
+    extractor = UniAudio2FeatureExtractor()
+    extractor.set_codec(randomize_(ReasoningCodecModel(tiny_config(encode_window_samples=SHORT_WINDOW)).eval()))
+    clips = _clips_of_two_rates()[:3]
+    dataset = datasets.Dataset.from_list([{"task": "ASR", "audio": clip} for clip in clips])
+    encoded = tokenize_audio_dataset(dataset, feature_extractor_encode_fn(extractor), batch_size=2)
+    for row, clip in zip(encoded, clips):
+        reasoning, reconstruction = extractor.encode(np.asarray(clip["array"], dtype=np.float32), clip["sampling_rate"])[0]
+        assert row["reason_seq"] == reasoning.tolist() and row["semantic_seq"] == reconstruction.tolist()
+
+
+def test_plain_encode_fn_is_called_clip_by_clip_in_batched_maps():
+    rows = {"task": ["ASR"] * 5, "audio": [{"array": [0.05 * i] * 4000, "sampling_rate": 16000} for i in range(5)]}
+    encoder = StandInAudioEncoder()
+    one = tokenize_audio_dataset(datasets.Dataset.from_dict(rows), encoder, batch_size=1)
+    many = tokenize_audio_dataset(datasets.Dataset.from_dict(rows), StandInAudioEncoder(), batch_size=4)
+    assert encoder.calls == 5 and one["semantic_seq"] == many["semantic_seq"] and one["reason_seq"] == many["reason_seq"]
+    streamed = tokenize_audio_dataset(datasets.Dataset.from_dict(rows).to_iterable_dataset(), StandInAudioEncoder(), batch_size=2)
+    assert [row["semantic_seq"] for row in streamed] == many["semantic_seq"]

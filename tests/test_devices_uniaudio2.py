@@ -18,6 +18,9 @@ from uniaudio2.modeling_uniaudio2 import UniAudio2ForConditionalGeneration
 
 TESTS_DIR = Path(__file__).resolve().parent
 SPLIT_SCENARIOS = ["train_loss", "eval_loss", "audio_free_batch", "cached_decoding_steps", "harness_catches_a_mix"]
+# A pipeline given a model split over the fake devices moves the processor's codec (loaded on CPU) to the model's
+# device, and encoding runs there: every encoder stage sees its inputs on that device, no op mixes devices.
+CODEC_SCENARIOS = ["audio_to_text_pipeline_codec_on_the_model_device", "text_to_audio_pipeline_codec_on_the_model_device"]
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +35,11 @@ def split_results():
 
 @pytest.mark.parametrize("scenario", SPLIT_SCENARIOS)
 def test_split_over_two_devices_never_mixes_devices(split_results, scenario):
+    assert split_results[scenario] == "ok", split_results[scenario]
+
+
+@pytest.mark.parametrize("scenario", CODEC_SCENARIOS)
+def test_pipeline_codec_follows_the_model_onto_its_device(split_results, scenario):
     assert split_results[scenario] == "ok", split_results[scenario]
 
 

@@ -347,6 +347,26 @@ def test_batch_equals_single(tiny_codec):
             assert (batched.reconstruction_codes[i, :, n_c:] == 0).all()
 
 
+def test_resampled_batch_equals_single_whatever_the_padding(tiny_codec):
+    """A padded batch at another rate: each clip is resampled alone (the filter never sees the padding, whatever its
+    values) and gets the codes it gets alone."""
+    clips = [make_signal(s, seed=i)[: int(s * 16000)] for i, s in enumerate((0.9, 2.3, 0.5))]
+    max_len = max(c.shape[0] for c in clips)
+    batch = torch.full((len(clips), 1, max_len), 0.7)  # non-zero padding
+    mask = torch.zeros(len(clips), max_len, dtype=torch.bool)
+    for i, clip in enumerate(clips):
+        batch[i, 0, : clip.shape[0]] = clip
+        mask[i, : clip.shape[0]] = True
+    for exact in (False, True):
+        batched = tiny_codec.encode(batch, padding_mask=mask, sampling_rate=16000, resample=True, exact_length=exact)
+        for i, clip in enumerate(clips):
+            single = tiny_codec.encode(clip[None, None], sampling_rate=16000, resample=True, exact_length=exact)
+            n_r, n_c = single.reasoning_codes.shape[-1], single.reconstruction_codes.shape[-1]
+            assert batched.reasoning_padding_mask[i].sum() == n_r and batched.reconstruction_padding_mask[i].sum() == n_c
+            assert torch.equal(batched.reasoning_codes[i, :, :n_r], single.reasoning_codes[0])
+            assert torch.equal(batched.reconstruction_codes[i, :, :n_c], single.reconstruction_codes[0])
+
+
 def test_encode_is_deterministic(tiny_codec):
     wave = make_signal(1.0)[None, None]
     torch.manual_seed(1)

@@ -190,70 +190,146 @@ def tokenize_text_dataset(dataset, tokenizer, special_ids: GridSpecialIds, promp
     return _map(dataset, tokenize, desc="Tokenising text", **map_kwargs)
 
 
+AUDIO_ENCODE_BATCH_SIZE = 16
+
+
 def tokenize_audio_dataset(
     dataset,
     encode_fn: Callable,
     audio_columns: dict[str, tuple[str | None, str | None]] | None = None,
     remove_audio: bool = True,
+    batch_size: int = AUDIO_ENCODE_BATCH_SIZE,
     **map_kwargs,
 ):
     """
     Replace audio columns by codec codes, once: with `cache_file_name` (or a dataset loaded from disk) the result is
     written to an Arrow file and reused by later runs instead of calling the codec again.
 
+    Rows are mapped in batches of `batch_size` (`dataset.map(batched=True)`). An `encode_fn` with an `encode_batch`
+    attribute ([`codec_encode_fn`], [`feature_extractor_encode_fn`]) encodes the clips of a column of each batch in
+    one call (a padded batch with its padding mask, on the codec's device); any other callable is called clip by
+    clip. Either way every clip gets the codes it gets alone.
+
     Args:
         dataset (`datasets.Dataset` or `datasets.IterableDataset`): rows with audio columns. An audio value is a
             `{"array": ..., "sampling_rate": ...}` dict (the decoded `datasets.Audio` format), or `None` for rows
             without that audio.
         encode_fn (`Callable`): `encode_fn(waveform: np.ndarray, sampling_rate: int) -> (reasoning_codes,
-            reconstruction_codes)`, codes in codec layout `(num_codebooks, frames)`, raw (without grid offsets). See
-            [`codec_encode_fn`] for the ReasoningCodec.
+            reconstruction_codes)`, codes in codec layout `(num_codebooks, frames)`, raw (without grid offsets),
+            optionally with `encode_fn.encode_batch(waveforms, sampling_rates) -> [(reasoning_codes,
+            reconstruction_codes), ...]`. See [`codec_encode_fn`] for the ReasoningCodec.
         audio_columns (`dict`, *optional*): audio column → `(reasoning key, reconstruction key)` of the segments it
             fills; either key may be `None`. Defaults to `{"audio": ("reason_seq", "semantic_seq")}`. For speech-to-
             speech data use e.g. `{"audio_1": ("reason_seq_1", "semantic_seq_1"), "audio_2": ("reason_seq_2",
             "semantic_seq_2")}`; an audio prompt only needs its reconstruction codes: `{"prompt_audio": (None,
             "audio_prompt_seq")}`.
         remove_audio (`bool`, *optional*, defaults to `True`): drop the waveform columns from the result.
-        map_kwargs: passed to `dataset.map` (`cache_file_name`, `load_from_cache_file`, `num_proc`, `new_fingerprint`
-            ...). Pass a `new_fingerprint` naming the codec when `encode_fn` cannot be hashed cheaply.
+        batch_size (`int`, *optional*, defaults to 16): rows per map batch, hence clips per `encode_batch` call (the
+            codec further splits them into forward passes of `config.encode_batch_size` windows).
+        map_kwargs: passed to `dataset.map` (`cache_file_name`, `load_from_cache_file`, `new_fingerprint` ...). Pass a
+            `new_fingerprint` naming the codec when `encode_fn` cannot be hashed cheaply. `num_proc > 1` forks
+            workers that each call `encode_fn`: use it with a CPU codec only (a CUDA context does not survive a fork).
     """
     audio_columns = audio_columns or {"audio": ("reason_seq", "semantic_seq")}
+    encode_batch = getattr(encode_fn, "encode_batch", None)
 
-    def encode(row):
+    def check(codes):
+        codes = torch.as_tensor(codes, dtype=torch.long)
+        if codes.ndim != 2:
+            raise ValueError(f"`encode_fn` must return codes of shape (num_codebooks, frames), got {tuple(codes.shape)}.")
+        return codes.tolist()
+
+    def encode(batch):
+        num_rows = len(next(iter(batch.values())))
         out = {}
-        for column, (reasoning_key, reconstruction_key) in audio_columns.items():
-            audio = row.get(column)
-            if audio is None:
-                for key in (reasoning_key, reconstruction_key):
-                    if key is not None:
-                        out[key] = None
-                continue
-            waveform = np.asarray(audio["array"], dtype=np.float32)
-            reasoning, reconstruction = encode_fn(waveform, int(audio["sampling_rate"]))
-            for key, codes in ((reasoning_key, reasoning), (reconstruction_key, reconstruction)):
+        for column, keys in audio_columns.items():
+            values = batch.get(column) or [None] * num_rows
+            present = [row for row, audio in enumerate(values) if audio is not None]
+            waveforms = [np.asarray(values[row]["array"], dtype=np.float32) for row in present]
+            rates = [int(values[row]["sampling_rate"]) for row in present]
+            if encode_batch is not None and present:
+                codes = list(encode_batch(waveforms, rates))
+            else:
+                codes = [encode_fn(waveform, rate) for waveform, rate in zip(waveforms, rates)]
+            for position, key in enumerate(keys):
                 if key is not None:
-                    codes = torch.as_tensor(codes, dtype=torch.long)
-                    if codes.ndim != 2:
-                        raise ValueError(f"`encode_fn` must return codes of shape (num_codebooks, frames), got {tuple(codes.shape)}.")
-                    out[key] = codes.tolist()
+                    out[key] = [None] * num_rows
+                    for row, pair in zip(present, codes):
+                        out[key][row] = check(pair[position])
         return out
 
     remove = [column for column in audio_columns if column in _column_names(dataset)] if remove_audio else None
-    return _map(dataset, encode, remove_columns=remove, desc="Encoding audio", **map_kwargs)
+    return _map(dataset, encode, batched=True, batch_size=batch_size, remove_columns=remove, desc="Encoding audio",
+                **map_kwargs)
+
+
+def _padded_batch(waveforms: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clips → `(batch, 1, max samples)` float32 zero-padded on the right, and the `(batch, max samples)` mask."""
+    clips = [torch.as_tensor(np.asarray(w, dtype=np.float32)).reshape(-1) for w in waveforms]
+    length = max(clip.shape[0] for clip in clips)
+    values = torch.zeros(len(clips), 1, length)
+    mask = torch.zeros(len(clips), length, dtype=torch.long)
+    for row, clip in enumerate(clips):
+        values[row, 0, : clip.shape[0]] = clip
+        mask[row, : clip.shape[0]] = 1
+    return values, mask
+
+
+def _by_rate(sampling_rates: list[int]) -> dict[int, list[int]]:
+    groups: dict[int, list[int]] = {}
+    for index, rate in enumerate(sampling_rates):
+        groups.setdefault(int(rate), []).append(index)
+    return groups
 
 
 def codec_encode_fn(codec, exact_length: bool = False) -> Callable:
     """
     Wrap a `ReasoningCodecModel` as the `encode_fn` of [`tokenize_audio_dataset`] (mono waveform at any rate →
-    reasoning codes `(8, T5)` and reconstruction codes `(8, T12.5)`, on CPU); the codec runs on its own device.
+    reasoning codes `(8, T5)` and reconstruction codes `(8, T12.5)`, on CPU); the codec runs on its own device. Its
+    `encode_batch(waveforms, sampling_rates)` encodes clips of one rate as one padded batch with its padding mask
+    (each clip gets the codes it gets alone; other rates are resampled by the codec, clip by clip).
     """
 
     @torch.no_grad()
-    def encode(waveform: np.ndarray, sampling_rate: int):
-        values = torch.as_tensor(waveform, dtype=torch.float32).reshape(1, 1, -1).to(codec.device)
-        output = codec.encode(values, sampling_rate=sampling_rate, resample=True, exact_length=exact_length, return_dict=True)
-        return output.reasoning_codes[0].cpu(), output.reconstruction_codes[0].cpu()
+    def encode_batch(waveforms, sampling_rates):
+        results = [None] * len(waveforms)
+        for rate, indices in _by_rate(sampling_rates).items():
+            values, mask = _padded_batch([waveforms[i] for i in indices])
+            output = codec.encode(values.to(codec.device), padding_mask=mask.to(codec.device), sampling_rate=rate,
+                                  resample=True, exact_length=exact_length, return_dict=True)
+            reasoning, reconstruction = output.reasoning_codes.cpu(), output.reconstruction_codes.cpu()
+            num_reasoning = output.reasoning_padding_mask.sum(-1).tolist()
+            num_reconstruction = output.reconstruction_padding_mask.sum(-1).tolist()
+            for row, index in enumerate(indices):
+                results[index] = (reasoning[row, :, : num_reasoning[row]], reconstruction[row, :, : num_reconstruction[row]])
+        return results
 
+    def encode(waveform: np.ndarray, sampling_rate: int):
+        return encode_batch([waveform], [sampling_rate])[0]
+
+    encode.encode_batch = encode_batch
+    return encode
+
+
+def feature_extractor_encode_fn(feature_extractor) -> Callable:
+    """
+    Wrap a `UniAudio2FeatureExtractor` (`processor.feature_extractor`, whose codec it places with `place_codec`) as
+    the `encode_fn` of [`tokenize_audio_dataset`]: its validation and soxr resampling, then its codec, on the codec's
+    device; `encode_batch` encodes the clips of one rate of a batch in one `feature_extractor.encode` call.
+    """
+
+    def encode_batch(waveforms, sampling_rates):
+        results = [None] * len(waveforms)
+        for rate, indices in _by_rate(sampling_rates).items():
+            pairs = feature_extractor.encode([np.asarray(waveforms[i], dtype=np.float32) for i in indices], sampling_rate=rate)
+            for index, pair in zip(indices, pairs):
+                results[index] = pair
+        return results
+
+    def encode(waveform: np.ndarray, sampling_rate: int):
+        return encode_batch([waveform], [sampling_rate])[0]
+
+    encode.encode_batch = encode_batch
     return encode
 
 
@@ -795,6 +871,7 @@ __all__ = [
     "codec_encode_fn",
     "encode_grids",
     "examples_to_dataset",
+    "feature_extractor_encode_fn",
     "grid_features",
     "pack_grids",
     "prompt_ids_for",

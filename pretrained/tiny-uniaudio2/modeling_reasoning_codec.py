@@ -1041,44 +1041,47 @@ class ReasoningCodecModel(ReasoningCodecPreTrainedModel):
             raise ValueError(f"`input_values` is empty (shape {tuple(input_values.shape)}).")
         if not torch.isfinite(input_values).all():
             raise ValueError("`input_values` contains NaN or infinite values.")
-        if sampling_rate is not None and sampling_rate != config.sampling_rate:
-            if not resample:
-                raise ValueError(
-                    f"ReasoningCodec expects audio sampled at {config.sampling_rate} Hz, got {sampling_rate} Hz. "
-                    f"Resample the audio to {config.sampling_rate} Hz or pass `resample=True`."
-                )
-            input_values = resample_waveform(
-                input_values.float(),
-                sampling_rate,
-                config.sampling_rate,
-                config.resampling_lowpass_filter_width,
-                config.resampling_rolloff,
+        needs_resampling = sampling_rate is not None and sampling_rate != config.sampling_rate
+        if needs_resampling and not resample:
+            raise ValueError(
+                f"ReasoningCodec expects audio sampled at {config.sampling_rate} Hz, got {sampling_rate} Hz. "
+                f"Resample the audio to {config.sampling_rate} Hz or pass `resample=True`."
             )
-            if padding_mask is not None:
-                padding_mask = padding_mask.reshape(padding_mask.shape[0], -1)
-                lengths = padding_mask.bool().sum(-1)
-                new_lengths = [math.ceil(int(n) * config.sampling_rate / sampling_rate) for n in lengths]
-                positions = torch.arange(input_values.shape[-1], device=input_values.device)
-                padding_mask = positions[None] < torch.tensor(new_lengths, device=input_values.device)[:, None]
         waveforms = input_values[:, 0]
         if padding_mask is None:
-            return list(waveforms)
-        padding_mask = padding_mask.reshape(padding_mask.shape[0], -1)
-        if padding_mask.shape != waveforms.shape:
-            raise ValueError(
-                f"`padding_mask` must have shape {tuple(waveforms.shape)} (batch_size, num_samples), "
-                f"got {tuple(padding_mask.shape)}."
-            )
-        clips = []
-        for index, (waveform, mask) in enumerate(zip(waveforms, padding_mask.bool())):
-            length = int(mask.sum())
-            if length == 0:
-                raise ValueError(f"Clip {index} of the batch is empty (its `padding_mask` has no valid sample).")
-            if not mask[:length].all():
+            clips = list(waveforms)
+        else:
+            padding_mask = padding_mask.reshape(padding_mask.shape[0], -1)
+            if padding_mask.shape != waveforms.shape:
                 raise ValueError(
-                    f"`padding_mask` of clip {index} is not right-padded: the valid samples must come first."
+                    f"`padding_mask` must have shape {tuple(waveforms.shape)} (batch_size, num_samples), "
+                    f"got {tuple(padding_mask.shape)}."
                 )
-            clips.append(waveform[:length])
+            # Lengths are read once, on the host (the mask's values decide the shapes of everything below).
+            mask = padding_mask.detach().to("cpu", torch.bool)
+            lengths = mask.sum(-1).tolist()
+            clips = []
+            for index, (waveform, length) in enumerate(zip(waveforms, lengths)):
+                if length == 0:
+                    raise ValueError(f"Clip {index} of the batch is empty (its `padding_mask` has no valid sample).")
+                if not mask[index, :length].all():
+                    raise ValueError(
+                        f"`padding_mask` of clip {index} is not right-padded: the valid samples must come first."
+                    )
+                clips.append(waveform[:length])
+        if needs_resampling:
+            # Clip by clip, so that a clip of a padded batch is resampled exactly as if it were alone (the filter
+            # never sees the padding).
+            clips = [
+                resample_waveform(
+                    clip.float(),
+                    sampling_rate,
+                    config.sampling_rate,
+                    config.resampling_lowpass_filter_width,
+                    config.resampling_rolloff,
+                )
+                for clip in clips
+            ]
         return clips
 
     # ----------------------------------------------------------------------------------------------------------------
