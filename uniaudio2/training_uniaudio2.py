@@ -26,12 +26,17 @@ Training UniAudio 2.0 with `Trainer`: the four-stage recipe of the paper and LoR
   defaults that later command-line flags override.
 """
 
+import dataclasses
+import hashlib
 import json
+import math
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.utils import logging
@@ -52,6 +57,7 @@ from .data_uniaudio2 import (
     tokenize_text_dataset,
 )
 from .modeling_uniaudio2 import UniAudio2ForConditionalGeneration
+from .utils_uniaudio2 import atomic_directory
 
 
 logger = logging.get_logger(__name__)
@@ -332,7 +338,7 @@ class LoraArguments:
     lora_depth_decoder: bool = field(default=False, metadata={"help": "Also adapt the depth decoder's layers."})
     lora_target_modules: str | None = field(default=None, metadata={"help": "Custom target regular expression."})
     modules_to_save: list[str] | None = field(default=None, metadata={"help": "Modules trained in full and saved."})
-    merge_adapters: bool = field(default=False, metadata={"help": "Also save the merged model to <output_dir>/merged."})
+    merge_adapters: bool = field(default=False, metadata={"help": "Also save the merged model, a complete bundle, to <output_dir>/merged."})
 
 
 def parse_arguments(argv, dataclass_types):
@@ -373,6 +379,29 @@ def _dict_to_argv(values: dict) -> list[str]:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+def _absolute_if_local(name_or_path: str) -> str:
+    return os.path.abspath(name_or_path) if os.path.isdir(name_or_path) else name_or_path
+
+
+def load_processor(name_or_path, trust_remote_code: bool = False):
+    """
+    The `UniAudio2Processor` (tokenizer + feature extractor with its codec) of a saved bundle. Without
+    `trust_remote_code` it is built from this package's classes, as [`load_model`] builds the model, so a bundle
+    whose configs name remote code (e.g. `pretrained/tiny-uniaudio2`) loads without it; with it, from the bundle's code.
+    """
+    if trust_remote_code:
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(name_or_path, trust_remote_code=True)
+    from .feature_extraction_uniaudio2 import UniAudio2FeatureExtractor
+    from .processing_uniaudio2 import UniAudio2Processor
+
+    # An explicit feature extractor keeps `ProcessorMixin` from resolving it through `AutoFeatureExtractor` (which
+    # refuses the bundle's `auto_map` without remote code); the tokenizer is a plain `tokenizers` one.
+    extractor = UniAudio2FeatureExtractor.from_pretrained(name_or_path)
+    return UniAudio2Processor.from_pretrained(name_or_path, feature_extractor=extractor)
+
+
 def load_model(model_args: ModelArguments, dtype: torch.dtype | None = None) -> UniAudio2ForConditionalGeneration:
     """
     The model to train: a checkpoint (in `dtype`, float32 by default), or a fresh model from a config (with an optional
@@ -380,12 +409,15 @@ def load_model(model_args: ModelArguments, dtype: torch.dtype | None = None) -> 
     """
     if model_args.model_name_or_path:
         kwargs = {"dtype": dtype or torch.float32}
+        # A local directory is recorded by its absolute path (peft writes it to adapter_config.json as the base to
+        # reload), so the outputs work from any working directory; a hub id stays as it is.
+        source = _absolute_if_local(model_args.model_name_or_path)
         if model_args.trust_remote_code:
             from transformers import AutoModelForCausalLM
 
-            model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, trust_remote_code=True, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source, trust_remote_code=True, **kwargs)
         else:
-            model = UniAudio2ForConditionalGeneration.from_pretrained(model_args.model_name_or_path, **kwargs)
+            model = UniAudio2ForConditionalGeneration.from_pretrained(source, **kwargs)
     elif model_args.config_name:
         path = Path(model_args.config_name)
         config = (
@@ -437,9 +469,7 @@ def build_datasets(
     max_length = data_args.max_length or (stage.context_length if stage is not None else None)
     tokenizer = processor = None
     if data_args.processor:
-        from .processing_uniaudio2 import UniAudio2Processor
-
-        processor = UniAudio2Processor.from_pretrained(data_args.processor, trust_remote_code=trust_remote_code)
+        processor = load_processor(data_args.processor, trust_remote_code)
         processor.feature_extractor.place_codec(device)
         tokenizer = processor.tokenizer
         special_ids = processor.special_ids()
@@ -521,11 +551,98 @@ def _training_arguments(training_args: TrainingArguments, model_args: ModelArgum
     return training_args
 
 
+class ResumableCollator(TrainerCallback):
+    """
+    A [`UniAudio2DataCollator`] whose random draws (the condition dropout) do not depend on whether the run was
+    interrupted: each batch draws from a generator seeded by (the collator's seed, the epoch, the batch's ids), not
+    from one stream advanced batch after batch. A resumed `Trainer` skips the batches it already trained on without
+    collating them, and collates one batch ahead of the step it checkpoints, so a single stream would be out of step
+    after a resume. It is also the callback that tells it the epoch: pass it as `data_collator` and in `callbacks`.
+    """
+
+    def __init__(self, collator: UniAudio2DataCollator):
+        if collator.seed is None:
+            raise ValueError("ResumableCollator needs a collator with a seed.")
+        self.collator = collator
+        self.epoch = 0
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # `state.epoch` is the epoch index at its start (a fraction of it when resuming mid-epoch).
+        self.epoch = math.floor((state.epoch or 0) + 1e-6)
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        digest = hashlib.blake2b(f"{self.collator.seed}/{self.epoch}".encode(), digest_size=8)
+        for feature in features:
+            for key in ("input_ids", "audio_codes"):
+                if key in feature:
+                    digest.update(np.asarray(feature[key], dtype=np.int64).tobytes())
+        seed = int.from_bytes(digest.digest(), "little") & (2**63 - 1)
+        return dataclasses.replace(self.collator, seed=seed)(features)
+
+
+def last_complete_checkpoint(output_dir) -> str | None:
+    """
+    The newest `checkpoint-N` folder of `output_dir` that was saved completely, or `None`. `Trainer` writes a
+    checkpoint's `trainer_state.json` last, so a run killed while saving leaves a folder without a readable one: it is
+    skipped, and the run resumes from the checkpoint before.
+    """
+    if not os.path.isdir(output_dir):
+        return None
+    steps = []
+    for name in os.listdir(output_dir):
+        match = re.fullmatch(r"checkpoint-(\d+)", name)
+        if match and os.path.isdir(os.path.join(output_dir, name)):
+            steps.append((int(match.group(1)), name))
+    for _, name in sorted(steps, reverse=True):
+        try:
+            with open(os.path.join(output_dir, name, "trainer_state.json")) as file:
+                json.load(file)
+        except (OSError, ValueError):
+            continue
+        return os.path.join(output_dir, name)
+    return None
+
+
+def _resume_checkpoint(training_args: TrainingArguments) -> str | None:
+    """
+    Where training resumes: `--resume_from_checkpoint DIR`; with `last` (or `true`), or by default when `--output_dir`
+    already holds one (as the transformers example scripts do), its [`last_complete_checkpoint`].
+    """
+    resume = training_args.resume_from_checkpoint
+    if resume is not None and str(resume).lower() not in ("last", "true"):
+        return resume
+    last = last_complete_checkpoint(training_args.output_dir)
+    if last is None and resume is not None:
+        raise ValueError(f"--resume_from_checkpoint {resume}: {training_args.output_dir} holds no complete checkpoint.")
+    if last is not None:
+        logger.warning(f"Resuming training from {last} (a complete checkpoint found in --output_dir).")
+    return last
+
+
+def _save_final_model(trainer: Trainer, output_dir: str) -> None:
+    """
+    `trainer.save_model` through a staging folder: each file is moved into `output_dir` only when all are written,
+    the configs (which loaders read first) last, so a failure or a kill never leaves half-written weights there.
+    """
+    staging = os.path.join(output_dir, ".final-model-partial")
+    main_process = trainer.args.should_save
+    if main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(staging)  # every process calls it (sharded state dicts are gathered), the main one writes
+    if main_process:
+        for name in sorted(os.listdir(staging), key=lambda name: name.endswith("config.json")):
+            target = os.path.join(output_dir, name)
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target)
+            os.replace(os.path.join(staging, name), target)
+        os.rmdir(staging)
+
+
 def _train_and_save(trainer: Trainer, training_args: TrainingArguments, eval_dataset):
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    result = trainer.train(resume_from_checkpoint=_resume_checkpoint(training_args))
     # `load_model` turned the KV cache off for training; the saved model generates with it.
     trainer.model.config.use_cache = True
-    trainer.save_model(training_args.output_dir)
+    _save_final_model(trainer, training_args.output_dir)
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
     if eval_dataset is not None:
@@ -538,6 +655,31 @@ def _train_and_save(trainer: Trainer, training_args: TrainingArguments, eval_dat
         # gloo threads can abort it ("terminate called without an active exception") after a successful run.
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+def save_merged_bundle(peft_model, output_dir, processor=None) -> Path:
+    """
+    Merge the adapters of `peft_model` into its base and save a complete bundle to `output_dir`: weights, config,
+    generation config and remote code of the model and, given the `processor` of the base, its tokenizer, processor
+    config and codec, so that `pipeline(..., model=output_dir, trust_remote_code=True)` loads it. Written to a
+    temporary folder and moved into place when complete.
+    """
+    merged = peft_model.merge_and_unload()
+    with atomic_directory(output_dir) as tmp_dir:
+        merged.save_pretrained(tmp_dir)
+        if processor is not None:
+            processor.save_pretrained(tmp_dir)
+    return Path(output_dir)
+
+
+def _bundle_processor(data_args: DataArguments, model_args: ModelArguments):
+    """The processor a merged bundle ships: `--processor`'s, else the base checkpoint's when it has one."""
+    source = data_args.processor
+    if source is None and model_args.model_name_or_path:
+        candidate = Path(model_args.model_name_or_path)
+        if (candidate / "processor_config.json").is_file():
+            source = str(candidate)
+    return load_processor(source, model_args.trust_remote_code) if source else None
 
 
 def train_main(argv=None) -> int:
@@ -560,11 +702,11 @@ def train_main(argv=None) -> int:
         train_dataset, eval_dataset, special_ids = build_datasets(
             data_args, model.config, stage, training_args.seed, model_args.trust_remote_code, training_args.device
         )
-    collator = UniAudio2DataCollator(
+    collator = ResumableCollator(UniAudio2DataCollator(
         special_ids, cfg_dropout_rate=data_args.cfg_dropout_rate, seed=training_args.seed + training_args.process_index,
         text_loss=stage.text_loss, audio_loss=stage.audio_loss,
-    )
-    callbacks = []
+    ))
+    callbacks = [collator]
     if stage_args.replica_checksums:
         callbacks.append(ReplicaChecksumCallback(os.path.join(training_args.output_dir, "replica_checksums")))
     trainer = Trainer(model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
@@ -576,8 +718,10 @@ def train_main(argv=None) -> int:
 def finetune_main(argv=None) -> int:
     """
     `uniaudio2 finetune`: LoRA fine-tuning of a UniAudio 2.0 checkpoint with `Trainer` + peft; saves the adapter to
-    `--output_dir` (loadable with `PeftModel.from_pretrained` or `AutoPeftModelForCausalLM`) and, with
-    `--merge_adapters`, the merged model to `<output_dir>/merged`.
+    `--output_dir` (loadable with `PeftModel.from_pretrained` or `AutoPeftModelForCausalLM`: `adapter_config.json`
+    names a local base by its absolute path) and, with `--merge_adapters`, the merged model with the base's processor
+    (tokenizer, codec) to `<output_dir>/merged` (see [`save_merged_bundle`]). A run resumes from the last complete
+    checkpoint of `--output_dir` (see [`_resume_checkpoint`]).
     """
     from peft import get_peft_model
 
@@ -600,15 +744,15 @@ def finetune_main(argv=None) -> int:
             data_args, model.config, None if data_args.max_length else STAGES[3], training_args.seed,
             model_args.trust_remote_code, training_args.device,
         )
-    collator = UniAudio2DataCollator(
+    collator = ResumableCollator(UniAudio2DataCollator(
         special_ids, cfg_dropout_rate=data_args.cfg_dropout_rate, seed=training_args.seed + training_args.process_index
-    )
+    ))
     trainer = Trainer(model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                      data_collator=collator)
+                      data_collator=collator, callbacks=[collator])
     _train_and_save(trainer, training_args, eval_dataset)
     if lora_args.merge_adapters and training_args.process_index == 0:
-        merged = trainer.model.merge_and_unload()
-        merged.save_pretrained(os.path.join(training_args.output_dir, "merged"))
+        save_merged_bundle(trainer.model, os.path.join(training_args.output_dir, "merged"),
+                           _bundle_processor(data_args, model_args))
     return 0
 
 
@@ -620,6 +764,7 @@ __all__ = [
     "LoraArguments",
     "ModelArguments",
     "ReplicaChecksumCallback",
+    "ResumableCollator",
     "StageArguments",
     "TrainingStage",
     "apply_freezing",
@@ -627,10 +772,13 @@ __all__ = [
     "finetune_main",
     "freeze_for_stage",
     "init_backbone_from_llama",
+    "last_complete_checkpoint",
     "load_model",
+    "load_processor",
     "lora_target_modules",
     "parameters_checksum",
     "parse_arguments",
+    "save_merged_bundle",
     "train_main",
     "uniaudio2_lora_config",
 ]

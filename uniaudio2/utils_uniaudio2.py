@@ -15,6 +15,7 @@
 
 import os
 import shutil
+import struct
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,4 +44,31 @@ def atomic_directory(output_dir):
         raise
 
 
-__all__ = ["atomic_directory"]
+def check_wav_complete(path) -> None:
+    """
+    Raise a `ValueError` naming `path` when it is a RIFF/WAVE file whose `data` chunk is shorter than its header
+    declares (a cut download or an interrupted copy: libsndfile then reads the samples that are there, silently).
+    Other formats, and wavs of unknown length (streamed, size 0 or 0xFFFFFFFF), are not checked.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as file:
+        header = file.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return
+        offset = 12
+        while offset + 8 <= size:
+            file.seek(offset)
+            chunk_id, chunk_size = struct.unpack("<4sI", file.read(8))
+            if chunk_id == b"data":
+                available = size - offset - 8
+                if chunk_size not in (0, 0xFFFFFFFF) and chunk_size > available:
+                    raise ValueError(
+                        f"{path} is truncated: its header declares {chunk_size} bytes of audio, the file holds "
+                        f"{available}"
+                    )
+                return
+            offset += 8 + chunk_size + (chunk_size & 1)
+    raise ValueError(f"{path} is truncated: it ends before its audio data")
+
+
+__all__ = ["atomic_directory", "check_wav_complete"]
