@@ -287,12 +287,33 @@ def test_a_truncated_wav_is_an_error_naming_the_file(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ item 1 and item 8: the documented LoRA command
-def _lora_command_of_the_recipes_readme() -> str:
+def _bash_block_of_the_recipes_readme(heading: str) -> str:
     readme = (REPO_ROOT / "recipes" / "README.md").read_text()
-    section = readme.split("## LoRA fine-tuning", 1)[1]
-    command = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
-    assert "recipes/finetune_lora.py" in command and "<converted checkpoint>" in command
-    return command
+    section = readme.split(heading, 1)[1]
+    return re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+
+
+def _checkout_in(work):
+    """`work` as the root of a clone, for the commands' relative paths (their outputs land in `work`)."""
+    work.mkdir()
+    for name in ("recipes", "pretrained"):
+        (work / name).symlink_to(REPO_ROOT / name)
+    return work
+
+
+def _run_documented(command, work):
+    command = "set -e\n" + command.replace("python ", f"{sys.executable} ")
+    result = subprocess.run(["bash", "-c", command], cwd=work, env=_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_documented_smoke_run_runs_as_written(tmp_path):
+    work = _checkout_in(tmp_path / "checkout")
+    _run_documented(_bash_block_of_the_recipes_readme("## Smoke run"), work)
+    for name in ("tiny-stage3/model.safetensors", "tiny-lora/adapter_model.safetensors",
+                 "tiny-lora/merged/model.safetensors", "tiny-ddp/model.safetensors"):
+        assert (work / "outputs" / name).is_file(), name
 
 
 def _write_rows(path, count=4, seconds=0.5):
@@ -309,16 +330,11 @@ def _write_rows(path, count=4, seconds=0.5):
 @pytest.mark.slow
 def test_documented_lora_command_runs_as_written_on_the_shipped_bundle_and_its_adapter_relocates(tmp_path):
     """The LoRA command of recipes/README.md, `<converted checkpoint>` = the shipped bundle, from the repo root."""
-    work = tmp_path / "checkout"
-    work.mkdir()
-    for name in ("recipes", "pretrained"):  # the command's relative paths, as in a clone
-        (work / name).symlink_to(REPO_ROOT / name)
+    work = _checkout_in(tmp_path / "checkout")
     _write_rows(work / "my_rows.jsonl")
-    command = _lora_command_of_the_recipes_readme().replace("<converted checkpoint>", "pretrained/tiny-uniaudio2")
-    command = command.replace("python ", f"{sys.executable} ", 1)
-    result = subprocess.run(["bash", "-c", command], cwd=work, env=_env(), capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    command = _bash_block_of_the_recipes_readme("## LoRA fine-tuning")
+    assert "recipes/finetune_lora.py" in command and "<converted checkpoint>" in command
+    _run_documented(command.replace("<converted checkpoint>", "pretrained/tiny-uniaudio2"), work)
     adapter = work / "outputs" / "lora"
     base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
     assert os.path.isabs(base) and os.path.samefile(base, BUNDLE), base
