@@ -1,4 +1,6 @@
 import pytest
+from transformers.testing_utils import CaptureLogger
+from transformers.utils import logging
 
 from conftest import tiny_uniaudio2_config
 from uniaudio2.configuration_uniaudio2 import UniAudio2Config, UniAudio2DepthDecoderConfig
@@ -37,7 +39,7 @@ def test_round_trip(tmp_path):
         ({"reconstruction_eos_token_id": 5}, "reasoning offset"),
         ({"codebook_loss_weights": [1.0, 1.0]}, "one per codebook"),
         ({"audio_loss_normalization": "mean"}, "audio_loss_normalization"),
-        ({"eos_token_id": 1000}, "eos_token_id"),
+        ({"text_pad_token_id": 96}, "text_pad_token_id"),
         ({"num_backbone_layers": 0}, "num_backbone_layers"),
     ],
 )
@@ -50,3 +52,16 @@ def test_depth_decoder_follows_the_language_model():
     config = tiny_uniaudio2_config(num_codebooks=8, hidden_size=48, num_attention_heads=6, num_key_value_heads=3)
     assert config.depth_decoder_config.backbone_hidden_size == 48
     assert config.depth_decoder_config.audio_vocab_size == 40
+
+
+@pytest.mark.parametrize(
+    "overrides, name, value",
+    [({"eos_token_id": 1000}, "eos_token_id", 1000), ({"eos_token_id": [81, 1001]}, "eos_token_id", 1001),
+     ({"pad_token_id": -1}, "pad_token_id", -1), ({"bos_token_id": 97}, "bos_token_id", 97)],
+)
+def test_text_special_ids_outside_the_vocabulary_warn_like_the_library(overrides, name, value):
+    # The library only warns here (Hub configs carry e.g. `pad_token_id=-1`); the model still builds and runs.
+    with CaptureLogger(logging.get_logger("uniaudio2.configuration_uniaudio2")) as captured:
+        config = tiny_uniaudio2_config(**overrides)
+    assert f"{name} must be `None` or an integer within the vocabulary" in captured.out and f"got {value}" in captured.out
+    assert getattr(config, name) == overrides[name]

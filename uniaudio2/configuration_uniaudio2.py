@@ -328,18 +328,21 @@ class UniAudio2Config(PreTrainedConfig):
 
     def validate_token_ids(self):
         """
-        Text special ids must lie in the text vocabulary. The `reasoning_*` / `reconstruction_*` ids index the audio
-        vocabularies instead and are checked by `validate_architecture`.
+        Warn, as the library does, about a text special id (`bos_token_id`, `eos_token_id` (each entry of a list),
+        `pad_token_id`) outside the text vocabulary: configs on the Hub carry such ids (e.g. `pad_token_id=-1`) and
+        the model runs with them. The `reasoning_*` / `reconstruction_*` ids index the audio vocabularies instead and,
+        like `text_pad_token_id`, are checked (raising) by `validate_architecture`.
         """
         for name in self:
             value = getattr(self, name)
             if name.startswith(("reasoning_", "reconstruction_")) or not name.endswith("_token_id"):
                 continue
-            if isinstance(value, int) and not 0 <= value < self.vocab_size:
-                logger.warning_once(
-                    f"Model config: {name} must be `None` or an integer within the vocabulary (between 0 and "
-                    f"{self.vocab_size - 1}), got {value}. This may result in unexpected behavior."
-                )
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, int) and not 0 <= item < self.vocab_size:
+                    logger.warning_once(
+                        f"Model config: {name} must be `None` or an integer within the vocabulary (between 0 and "
+                        f"{self.vocab_size - 1}), got {item}. This may result in unexpected behavior."
+                    )
 
     def validate_architecture(self):
         super().validate_architecture()
@@ -385,14 +388,13 @@ class UniAudio2Config(PreTrainedConfig):
             raise ValueError("UniAudio2Config: reasoning BOS and EOS ids must differ.")
         if self.reconstruction_bos_token_id == self.reconstruction_eos_token_id:
             raise ValueError("UniAudio2Config: reconstruction BOS and EOS ids must differ.")
-        for name in ("bos_token_id", "pad_token_id", "text_pad_token_id"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value < self.vocab_size:
-                raise ValueError(f"UniAudio2Config: `{name}` ({value}) must lie in [0, vocab_size={self.vocab_size}).")
-        eos = self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id]
-        for value in eos:
-            if value is not None and not 0 <= value < self.vocab_size:
-                raise ValueError(f"UniAudio2Config: `eos_token_id` ({value}) must lie in [0, vocab_size={self.vocab_size}).")
+        # The model itself embeds `text_pad_token_id` (the unconditional branch of guidance, condition dropout): out of
+        # the vocabulary it would fail there. bos / eos / pad ids only warn, as in the library (`validate_token_ids`).
+        if not 0 <= self.text_pad_token_id < self.vocab_size:
+            raise ValueError(
+                f"UniAudio2Config: `text_pad_token_id` ({self.text_pad_token_id}) must lie in [0, "
+                f"vocab_size={self.vocab_size}): the model embeds it in the unconditional branch of guidance."
+            )
         if len(self.codebook_loss_weights) != self.num_codebooks:
             raise ValueError(
                 f"UniAudio2Config: `codebook_loss_weights` has {len(self.codebook_loss_weights)} entries, expected one "

@@ -24,15 +24,32 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.modeling_utils import PreTrainedModel
-from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
-from transformers.utils import ModelOutput, logging
+from transformers.models.llama.modeling_llama import (
+    LlamaAttention,
+    LlamaDecoderLayer,
+    LlamaRMSNorm,
+    LlamaRotaryEmbedding,
+)
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple, logging
 from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_uniaudio2 import UniAudio2Config, UniAudio2DepthDecoderConfig
 from .generation_uniaudio2 import UniAudio2GenerationMixin
 
 
 logger = logging.get_logger(__name__)
+
+_HIDDEN_STATES_ORDER = """The hidden states of every decoder layer of the three stacks, `config.num_hidden_layers + 1`
+            entries of shape `(batch_size, sequence_length, hidden_size)`, in the order the stacks run: entry 0 is the
+            input of the first decoder layer (the summed audio embeddings on audio rows and zeros elsewhere, the input
+            of the understanding stack; the backbone input when there are no understanding layers), entries
+            `1 .. num_understanding_layers` the outputs of the understanding layers, the next `num_backbone_layers`
+            those of the backbone layers, the last `num_generation_layers` those of the generation layers. Layer
+            outputs are taken before the stacks' final norms, except the last entry, which is `last_hidden_state`
+            (as for Llama, whose last entry is its normalised output)."""
+
 
 @dataclass
 class UniAudio2ModelOutputWithPast(BaseModelOutputWithPast):
@@ -46,7 +63,47 @@ class UniAudio2ModelOutputWithPast(BaseModelOutputWithPast):
         cache (`Cache`, *optional*):
             KV cache of the understanding, backbone and generation layers (one cache layer per decoder layer); also
             readable as `past_key_values`.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+            {hidden_states}
+        attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+            Attention probabilities `(batch_size, num_heads, query_length, key_length)` of every decoder layer, in the
+            order of `hidden_states[1:]` (`config.num_hidden_layers` entries; recorded by the `eager` attention only).
     """
+
+
+@dataclass
+class UniAudio2DepthDecoderOutput(ModelOutput):
+    r"""
+    Output of [`UniAudio2DepthDecoder`].
+
+    Args:
+        logits (`torch.FloatTensor` of shape `(num_frames, length, audio_vocab_size)`):
+            Logits of the codebooks at the positions of the call (position `k` predicts codebook `k`).
+        last_hidden_state (`torch.FloatTensor` of shape `(num_frames, length, hidden_size)`):
+            Normalised output of the last depth-decoder layer.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+            Input of the first layer (the projected inputs) and the output of every layer,
+            `config.num_hidden_layers + 1` entries; the last one is `last_hidden_state`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+            Attention probabilities of every layer (`eager` attention only).
+        cache (`Cache`, *optional*):
+            The depth-decoder KV cache given to the call (with `use_cache=True`); also readable as `past_key_values`.
+    """
+
+    logits: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    cache: Cache | None = None
+
+    def __iter__(self):
+        # Backward compatibility: the decoder used to return the pair `(logits, last_hidden_state)`, which callers
+        # unpack (`logits, _ = depth_decoder(...)`). Keys stay available through `.keys()`.
+        logger.warning_once(
+            "Unpacking the depth decoder's output as `(logits, last_hidden_state)` is deprecated: read `.logits` / "
+            "`.last_hidden_state` (or index it, `out[0]`) instead."
+        )
+        return iter((self.logits, self.last_hidden_state))
 
 
 @dataclass
@@ -55,37 +112,56 @@ class UniAudio2CausalLMOutputWithPast(ModelOutput):
     Output of [`UniAudio2ForConditionalGeneration`].
 
     Args:
-        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` or `audio_labels` is given):
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels`, `shift_labels` or `audio_labels`
+        is given):
             `text_loss_weight * text_loss + audio_loss_weight * audio_loss`.
+        logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
+            Text logits for the next row, at every row (exactly zero on padding rows).
+        cache (`Cache`, *optional*):
+            KV cache of the understanding, backbone and generation layers; also readable as `past_key_values`.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+            {hidden_states}
+        attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+            Attention probabilities of every decoder layer of the three stacks (see [`UniAudio2ModelOutputWithPast`]).
         text_loss (`torch.FloatTensor` of shape `()`, *optional*):
-            Mean next-token cross-entropy over the labelled text positions.
+            Next-token cross-entropy summed over the labelled text positions, divided by their number (or by the
+            text count of `num_items_in_batch`).
         audio_loss (`torch.FloatTensor` of shape `()`, *optional*):
             Weighted codebook loss `sum_k w_k * codebook_losses[k] / num_codebooks`.
         codebook_losses (`torch.FloatTensor` of shape `(num_codebooks,)`, *optional*):
             Unweighted cross-entropy of each codebook.
-        logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
-            Text logits for the next row, at every row (exactly zero on padding rows).
         audio_logits (`torch.FloatTensor` of shape `(num_frames, num_codebooks, audio_vocab_size)`, *optional*):
             Teacher-forced depth-decoder logits of every audio frame that follows a row of the input, in row-major
             (batch, time) order; `audio_logits_positions` tells which row each frame was predicted from.
         audio_logits_positions (`torch.LongTensor` of shape `(num_frames, 2)`, *optional*):
             `(batch index, row index)` of the row each `audio_logits` frame is predicted from (the frame itself is the
             row after it).
-        cache (`Cache`, *optional*):
-            KV cache of the understanding, backbone and generation layers; also readable as `past_key_values`.
+        depth_decoder_hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            With `output_hidden_states=True` when the depth decoder runs (`audio_labels` / `output_audio_logits`):
+            its hidden states over the teacher-forced frames (see [`UniAudio2DepthDecoderOutput`]).
+        depth_decoder_attentions (`tuple(torch.FloatTensor)`, *optional*):
+            The same for its attention probabilities, with `output_attentions=True`.
         last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`, *optional*):
             The mixed hidden state the heads read (see [`UniAudio2ModelOutputWithPast`]).
     """
 
     loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    cache: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
     text_loss: torch.FloatTensor | None = None
     audio_loss: torch.FloatTensor | None = None
     codebook_losses: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
     audio_logits: torch.FloatTensor | None = None
     audio_logits_positions: torch.LongTensor | None = None
-    cache: Cache | None = None
+    depth_decoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    depth_decoder_attentions: tuple[torch.FloatTensor, ...] | None = None
     last_hidden_state: torch.FloatTensor | None = None
+
+
+for _output_class in (UniAudio2ModelOutputWithPast, UniAudio2CausalLMOutputWithPast):
+    _output_class.__doc__ = _output_class.__doc__.replace("{hidden_states}", _HIDDEN_STATES_ORDER)
 
 
 def _pipeline_classes() -> dict:
@@ -106,6 +182,13 @@ class UniAudio2PreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # The forward has no data-dependent Python branch or host read; the teacher-forced audio path of training
+    # (`audio_labels` / `output_audio_logits`) and the train-mode text loss gather labelled rows, whose number
+    # depends on the data (a graph break under `fullgraph=True`; `torch.export` needs no labels).
+    _can_compile_fullgraph = True
+    # Each stack's layers are Llama layers: their outputs are the hidden states, their attention modules the
+    # attention probabilities (see `UniAudio2ModelOutputWithPast` for the order).
+    _can_record_outputs = {"hidden_states": LlamaDecoderLayer, "attentions": LlamaAttention}
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -260,6 +343,7 @@ class UniAudio2Model(UniAudio2PreTrainedModel):
                 raise ValueError(f"`input_ids` on text rows must lie in [0, {self.config.vocab_size}).")
 
     @deprecate_kwarg("past_key_values", "6.0.0", new_name="cache")
+    @capture_outputs
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -270,7 +354,7 @@ class UniAudio2Model(UniAudio2PreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> UniAudio2ModelOutputWithPast:
         r"""
         Args:
@@ -291,7 +375,10 @@ class UniAudio2Model(UniAudio2PreTrainedModel):
             inputs_embeds (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`, *optional*):
                 Text-row embeddings to use instead of looking up `input_ids`.
             use_cache (`bool`, *optional*):
-                Whether to return the KV cache.
+                Whether to return the KV cache (defaults to `config.use_cache` in eval mode, `False` in training).
+            output_hidden_states, output_attentions (`bool`, *optional*):
+                Record the hidden states / attention probabilities of every decoder layer (see
+                [`UniAudio2ModelOutputWithPast`] for their order); `return_dict=False` returns a tuple.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("You must specify exactly one of `input_ids` or `inputs_embeds`.")
@@ -399,30 +486,44 @@ class UniAudio2DepthDecoder(UniAudio2PreTrainedModel):
         self.codebooks_head = nn.Parameter(torch.empty(config.num_codebooks, config.hidden_size, config.audio_vocab_size))
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "6.0.0", new_name="cache")
+    @capture_outputs
     def forward(
         self,
         inputs_embeds: torch.Tensor,
         cache: Cache | None = None,
         use_cache: bool = False,
-        **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        position_ids: torch.LongTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> UniAudio2DepthDecoderOutput:
         """
         Args:
             inputs_embeds (`torch.FloatTensor` of shape `(num_frames, length, backbone_hidden_size)`):
-                Unprojected inputs of positions `past .. past + length - 1` (see the class docstring).
+                Unprojected inputs of positions `past .. past + length - 1` (see the class docstring), `past` being
+                the length of `cache`.
             cache (`Cache`, *optional*):
                 Depth-decoder KV cache for incremental decoding within one frame.
+            use_cache (`bool`, *optional*, defaults to `False`):
+                Whether the layers write their keys and values to `cache`.
+            position_ids (`torch.LongTensor` of shape `(1, length)`, *optional*):
+                Positions of the inputs, which are also the codebooks they predict; `past .. past + length - 1` when
+                omitted.
+            output_hidden_states, output_attentions (`bool`, *optional*):
+                Record every layer's hidden states / attention probabilities.
 
         Returns:
-            `(logits, hidden_states)`: logits `(num_frames, length, audio_vocab_size)` of the codebooks at these
-            positions and the normalised decoder output `(num_frames, length, hidden_size)`.
+            [`UniAudio2DepthDecoderOutput`]: `logits` `(num_frames, length, audio_vocab_size)` of the codebooks at
+            these positions first, then the normalised decoder output `last_hidden_state`.
         """
-        past = cache.get_seq_length() if cache is not None else 0
         length = inputs_embeds.shape[1]
-        if past + length > self.num_codebooks:
-            raise ValueError(f"The depth decoder has {self.num_codebooks} positions, got {past + length}.")
+        past = None
+        if position_ids is None:
+            past = cache.get_seq_length() if cache is not None else 0
+            # A Python int for the dynamic cache: the bound is checked without reading a tensor.
+            if isinstance(past, int) and past + length > self.num_codebooks:
+                raise ValueError(f"The depth decoder has {self.num_codebooks} positions, got {past + length}.")
+            position_ids = (torch.arange(length, device=inputs_embeds.device) + past).unsqueeze(0)
         hidden_states = self.input_projection(inputs_embeds)
-        position_ids = torch.arange(past, past + length, device=inputs_embeds.device).unsqueeze(0)
         # No position ids for the mask: every frame is one causal sequence, never a packed one.
         causal_mask = create_causal_mask(
             config=self.config, inputs_embeds=hidden_states, attention_mask=None, position_ids=None, cache=cache
@@ -439,9 +540,17 @@ class UniAudio2DepthDecoder(UniAudio2PreTrainedModel):
             **kwargs,
         )
         hidden_states = self.norm(hidden_states)
-        heads = self.codebooks_head[past : past + length].to(hidden_states.dtype)
+        # Codebook `k` is read at position `k`: a view of the heads for a known start, else gathered at the positions
+        # (no host read).
+        if isinstance(past, int):
+            heads = self.codebooks_head[past : past + length]
+        else:
+            heads = self.codebooks_head[position_ids[0].to(self.codebooks_head.device)]
+        heads = heads.to(hidden_states.dtype)
         logits = torch.einsum("nkd,kdv->nkv", hidden_states.to(heads.device), heads)
-        return logits, hidden_states
+        return UniAudio2DepthDecoderOutput(
+            logits=logits, last_hidden_state=hidden_states, cache=cache if use_cache else None
+        )
 
 
 class UniAudio2ForConditionalGeneration(UniAudio2PreTrainedModel, UniAudio2GenerationMixin):
@@ -453,7 +562,8 @@ class UniAudio2ForConditionalGeneration(UniAudio2PreTrainedModel, UniAudio2Gener
 
     _tied_weights_keys = None
     output_modalities = ("text", "audio")
-    accepts_loss_kwargs = False
+    # `Trainer` passes `num_items_in_batch` (see `forward` for what it counts).
+    accepts_loss_kwargs = True
 
     def __init__(self, config: UniAudio2Config):
         super().__init__(config)
@@ -499,6 +609,7 @@ class UniAudio2ForConditionalGeneration(UniAudio2PreTrainedModel, UniAudio2Gener
         return torch.cat([frame_hidden.unsqueeze(1), code_embeds.to(frame_hidden.dtype)], dim=1)
 
     @deprecate_kwarg("past_key_values", "6.0.0", new_name="cache")
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -513,7 +624,8 @@ class UniAudio2ForConditionalGeneration(UniAudio2PreTrainedModel, UniAudio2Gener
         use_cache: bool | None = None,
         output_audio_logits: bool | None = None,
         logits_to_keep: int = 0,
-        **kwargs,
+        shift_labels: torch.LongTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> UniAudio2CausalLMOutputWithPast:
         r"""
         Args:
@@ -529,6 +641,25 @@ class UniAudio2ForConditionalGeneration(UniAudio2PreTrainedModel, UniAudio2Gener
                 Compute `audio_logits` even without `audio_labels`.
             logits_to_keep (`int`, *optional*, defaults to 0):
                 Only compute text logits for the last `logits_to_keep` rows (0 = all).
+            shift_labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                Text targets already shifted, as the library's causal-LM loss takes them: `shift_labels[:, t]` is
+                predicted from row `t` (what sequence / context parallelism needs, where the next row may live on
+                another rank). Used instead of `labels`. `audio_labels` stay aligned with the rows: a frame is
+                predicted (teacher-forced) from the row before it in the same input.
+            num_items_in_batch (`torch.Tensor` or `int`, *optional*):
+                Normalise the loss over a whole accumulated batch instead of this micro-batch, so that gradient
+                accumulation gives the loss and gradients of one large batch. Two forms:
+
+                - the sum over the micro-batches of [`~UniAudio2ForConditionalGeneration.count_loss_items`], a tensor
+                  `(1 + num_codebooks,)`: the number of text targets, then the denominator of each codebook loss (the
+                  frames the depth decoder runs on with `audio_loss_normalization="all_frames"`, the labelled frames
+                  of that codebook with `"labeled_frames"`). Exact for the weighted text + codebook loss.
+                - a scalar, what `Trainer` counts by default: the text targets of the accumulated batch (`labels[:,
+                  1:] != -100`). The text term is exact; the codebook denominators, which `Trainer` does not count,
+                  are this micro-batch's scaled by the ratio of the accumulated text targets to this micro-batch's
+                  (its own when it has none), exact when a step has a single micro-batch.
+
+        Without it each term is normalised over this call's items (the paper's loss).
 
         Example:
 
@@ -538,6 +669,12 @@ class UniAudio2ForConditionalGeneration(UniAudio2PreTrainedModel, UniAudio2Gener
         >>> out.loss.backward()
         ```
         """
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        # The depth decoder runs over frames, not over the grid: only the recording flags reach it. The inner calls
+        # return dataclasses whatever `config.return_dict` says (`can_return_tuple` converts the result).
+        decoder_kwargs = {name: kwargs[name] for name in ("output_hidden_states", "output_attentions") if name in kwargs}
+        decoder_kwargs["return_dict"] = True
+        kwargs["return_dict"] = True
         outputs = self.model(
             input_ids=input_ids,
             audio_codes=audio_codes,
@@ -550,21 +687,25 @@ class UniAudio2ForConditionalGeneration(UniAudio2PreTrainedModel, UniAudio2Gener
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
-        # Training with text labels only needs the text head on labelled rows (see `_text_loss`).
+        # Text targets of the rows that predict them: `text_targets[:, t]` is predicted from `hidden_states[:, t]`.
+        if shift_labels is not None:
+            text_targets, predicting = shift_labels, hidden_states
+        elif labels is not None:
+            text_targets, predicting = labels[:, 1:], hidden_states[:, :-1]
+        else:
+            text_targets = predicting = None
+        # Training with text labels only needs the text head on labelled rows (see `_text_loss_sum`).
         logits = None
-        if labels is None or not self.training:
+        if text_targets is None or not self.training:
             slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
             logits = self.lm_head(hidden_states[:, slice_indices, :])
 
         if audio_labels is not None and audio_codes is None:
             raise ValueError("`audio_labels` needs `audio_codes` (the depth decoder is teacher-forced with them).")
-        audio_logits = audio_positions = next_is_audio = None
+        audio_logits = audio_positions = next_is_audio = decoder_outputs = None
         if (audio_labels is not None or output_audio_logits) and audio_codes is not None:
             # Every frame whose previous row is in the input is predicted by the depth decoder from that row.
-            rows = audio_codes_mask.bool()
-            if attention_mask is not None and attention_mask.ndim == 2:
-                rows = rows & attention_mask.bool().to(rows.device)
-            next_is_audio = rows[:, 1:]
+            next_is_audio = self._next_is_audio(audio_codes_mask, attention_mask)
             audio_positions = next_is_audio.nonzero()
             frame_hidden = hidden_states[:, :-1][next_is_audio.to(hidden_states.device)]
             frame_codes = audio_codes[:, 1:][next_is_audio.to(audio_codes.device)]
@@ -572,62 +713,135 @@ class UniAudio2ForConditionalGeneration(UniAudio2PreTrainedModel, UniAudio2Gener
             # on nothing, and gives every depth-decoder parameter a (zero) gradient on every rank.
             frame_hidden = torch.cat([frame_hidden, hidden_states[:1, -1]])
             frame_codes = torch.cat([frame_codes, torch.zeros_like(audio_codes[:1, -1])])
-            padded_logits = self.depth_decoder(self.depth_decoder_inputs(frame_hidden, frame_codes))[0]
+            decoder_outputs = self.depth_decoder(self.depth_decoder_inputs(frame_hidden, frame_codes), **decoder_kwargs)
+            padded_logits = decoder_outputs.logits
             audio_logits = padded_logits[:-1]
 
         loss = text_loss = audio_loss = codebook_losses = None
-        if labels is not None:
+        text_items, codebook_items = self._split_num_items(num_items_in_batch)
+        if text_targets is not None:
             if logits_to_keep:
-                raise ValueError("`labels` cannot be combined with `logits_to_keep`.")
-            text_loss = self._text_loss(hidden_states, logits, labels)
+                raise ValueError("`labels` / `shift_labels` cannot be combined with `logits_to_keep`.")
+            text_sum, text_count = self._text_loss_sum(predicting, logits, text_targets, shifted=shift_labels is not None)
+            text_loss = text_sum / (text_count if text_items is None else text_items.to(text_sum.device)).clamp(min=1)
             loss = self.config.text_loss_weight * text_loss
         if audio_labels is not None:
             frame_labels = audio_labels[:, 1:][next_is_audio.to(audio_labels.device)]
             frame_labels = torch.cat([frame_labels, torch.full_like(audio_labels[:1, -1], -100)])
-            audio_loss, codebook_losses = self._audio_loss(padded_logits, frame_labels)
+            codebook_sums, denominators = self._audio_loss_sums(padded_logits, frame_labels)
+            if codebook_items is not None:
+                denominators = codebook_items.to(denominators)
+            elif text_items is not None and text_targets is not None:
+                # A scalar count of text targets only: scale this micro-batch's denominators like its text count.
+                count = text_count.to(denominators)
+                ratio = text_items.to(denominators) / count.clamp(min=1)
+                denominators = denominators * torch.where(count > 0, ratio, torch.ones_like(ratio))
+            codebook_losses = codebook_sums / denominators.clamp(min=1)
+            weights = torch.tensor(self.config.codebook_loss_weights, dtype=torch.float32, device=codebook_sums.device)
+            audio_loss = (weights * codebook_losses).sum() / self.config.num_codebooks
             audio_term = self.config.audio_loss_weight * audio_loss
             loss = audio_term if loss is None else loss + audio_term.to(loss.device)
 
+        def without_extra_frame(states):
+            return None if states is None else tuple(state[:-1] for state in states)
+
         return UniAudio2CausalLMOutputWithPast(
             loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
             text_loss=text_loss,
             audio_loss=audio_loss,
             codebook_losses=codebook_losses,
-            logits=logits,
             audio_logits=audio_logits,
             audio_logits_positions=audio_positions,
-            cache=outputs.cache,
+            depth_decoder_hidden_states=without_extra_frame(getattr(decoder_outputs, "hidden_states", None)),
+            depth_decoder_attentions=without_extra_frame(getattr(decoder_outputs, "attentions", None)),
             last_hidden_state=hidden_states,
         )
 
-    def _text_loss(self, hidden_states: torch.Tensor, logits: torch.Tensor | None, labels: torch.LongTensor):
-        """Mean next-token cross-entropy; without `logits` (training) the head runs on the labelled rows only."""
-        targets = labels[:, 1:].to(hidden_states.device)
+    @staticmethod
+    def _next_is_audio(audio_codes_mask: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """`(batch, seq - 1)`: whether row `t + 1` is a real audio row, i.e. a frame the depth decoder predicts."""
+        rows = audio_codes_mask.bool()
+        if attention_mask is not None and attention_mask.ndim == 2:
+            rows = rows & attention_mask.bool().to(rows.device)
+        return rows[:, 1:]
+
+    def _split_num_items(self, num_items_in_batch) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """`num_items_in_batch` as `(text targets, codebook denominators or None)` (see `forward`)."""
+        if num_items_in_batch is None:
+            return None, None
+        counts = torch.as_tensor(num_items_in_batch).reshape(-1)
+        if counts.numel() == 1:
+            return counts[0], None
+        if counts.numel() != 1 + self.config.num_codebooks:
+            raise ValueError(
+                f"`num_items_in_batch` must be a scalar (text targets) or hold 1 + num_codebooks = "
+                f"{1 + self.config.num_codebooks} counts (see `count_loss_items`), got shape {tuple(counts.shape)}."
+            )
+        return counts[0], counts[1:]
+
+    def count_loss_items(
+        self,
+        labels: torch.LongTensor | None = None,
+        audio_labels: torch.LongTensor | None = None,
+        audio_codes_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        shift_labels: torch.LongTensor | None = None,
+        **unused,
+    ) -> torch.LongTensor:
+        """
+        The items one batch contributes to the loss's normalisers, `(1 + num_codebooks,)`: its text targets, then the
+        denominator of each codebook loss (see `audio_loss_normalization`). Sum them over the micro-batches of one
+        optimizer step and pass the sum as `num_items_in_batch` to each micro-batch's forward: the accumulated
+        gradients are then those of one forward over all of them. Takes a collated batch (`**batch`).
+        """
+        reference = next(t for t in (labels, shift_labels, audio_labels, audio_codes_mask) if t is not None)
+        counts = torch.zeros(1 + self.config.num_codebooks, dtype=torch.long, device=reference.device)
+        text_targets = shift_labels if shift_labels is not None else None if labels is None else labels[:, 1:]
+        if text_targets is not None:
+            counts[0] = (text_targets != -100).sum().to(counts.device)
+        if audio_labels is not None:
+            next_is_audio = self._next_is_audio(audio_codes_mask, attention_mask).to(audio_labels.device)
+            if self.config.audio_loss_normalization == "all_frames":
+                counts[1:] = next_is_audio.sum().to(counts.device)
+            else:
+                counts[1:] = ((audio_labels[:, 1:] != -100) & next_is_audio.unsqueeze(-1)).sum((0, 1)).to(counts.device)
+        return counts
+
+    def _text_loss_sum(self, predicting: torch.Tensor, logits: torch.Tensor | None, targets: torch.LongTensor, shifted: bool):
+        """
+        Summed next-token cross-entropy and the number of targets, as the library's causal-LM loss reduces them
+        (`sum / num_items`). Without `logits` (training) the head runs on the labelled rows only.
+        """
+        targets = targets.to(predicting.device)
         if logits is None:
             labelled = targets != -100
-            row_logits, targets = self.lm_head(hidden_states[:, :-1][labelled]), targets[labelled]
+            row_logits, targets = self.lm_head(predicting[labelled]), targets[labelled]
         else:
-            row_logits, targets = logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1)
+            row_logits = (logits if shifted else logits[:, :-1]).reshape(-1, logits.shape[-1])
+            targets = targets.reshape(-1)
         count = (targets != -100).sum()
-        return _float_cross_entropy(row_logits, targets).sum() / count.clamp(min=1)
+        return _float_cross_entropy(row_logits, targets).sum(), count
 
-    def _audio_loss(self, audio_logits: torch.Tensor, frame_labels: torch.LongTensor):
-        """Weighted codebook loss of `audio_logits` `(frames + 1, num_codebooks, vocab)` (the last frame unlabelled)."""
-        num_codebooks = self.config.num_codebooks
+    def _audio_loss_sums(self, audio_logits: torch.Tensor, frame_labels: torch.LongTensor):
+        """
+        Summed cross-entropy of each codebook of `audio_logits` `(frames + 1, num_codebooks, vocab)` (the last frame
+        unlabelled) and this call's denominator of each (see `audio_loss_normalization`).
+        """
         frame_labels = frame_labels.to(audio_logits.device)
-        weights = torch.tensor(self.config.codebook_loss_weights, dtype=torch.float32, device=audio_logits.device)
         # One codebook at a time: a float32 copy of all `(frames, num_codebooks, vocab)` logits is never held.
         codebook_sums = torch.stack(
-            [_float_cross_entropy(audio_logits[:, k], frame_labels[:, k]).sum() for k in range(num_codebooks)]
+            [_float_cross_entropy(audio_logits[:, k], frame_labels[:, k]).sum() for k in range(self.config.num_codebooks)]
         )
         if self.config.audio_loss_normalization == "all_frames":
             # The last frame is the label-less extra frame of `forward`.
             denominator = torch.full_like(codebook_sums, frame_labels.shape[0] - 1)
         else:
             denominator = (frame_labels != -100).sum(0).float()
-        codebook_losses = codebook_sums / denominator.clamp(min=1)
-        audio_loss = (weights * codebook_losses).sum() / num_codebooks
-        return audio_loss, codebook_losses
+        return codebook_sums, denominator
 
     def enable_input_require_grads(self):
         """
