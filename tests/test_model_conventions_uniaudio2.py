@@ -294,3 +294,47 @@ def test_generate_returns_hidden_states_and_attentions_in_text_mode():
     # The prefill's last hidden state gives the first generated token.
     prefill_logits = model.lm_head(out.hidden_states[0][-1][:, -1])
     assert torch.equal(prefill_logits.argmax(-1), out.sequences[:, 12])
+
+
+class _CountingTrainer:
+    """Made a `Trainer` subclass below: counts the text + codebook items with `count_loss_items`."""
+
+    def _get_num_items_in_batch(self, batch_samples, device):
+        return sum(self.model.count_loss_items(**batch) for batch in batch_samples).to(device)
+
+
+def _train_one_step(tmp_path, examples, batch_size, accumulation, counting):
+    from transformers import Trainer, TrainingArguments
+
+    torch.manual_seed(0)
+    model = UniAudio2ForConditionalGeneration(tiny_uniaudio2_config())
+    trainer_class = type("CountingTrainer", (_CountingTrainer, Trainer), {}) if counting else Trainer
+    args = TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation,
+        max_steps=1, optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", use_cpu=True, report_to=[],
+        save_strategy="no", logging_strategy="no", dataloader_num_workers=0, seed=0,
+    )
+
+    def collate(features):
+        return {key: torch.stack([feature[key] for feature in features]) for key in features[0]}
+
+    trainer_class(model=model, args=args, train_dataset=examples, data_collator=collate).train()
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("with_audio", [False, True])
+def test_trainer_gradient_accumulation_equals_one_large_batch(tmp_path, with_audio):
+    """
+    2 micro-batches of 2 accumulated == 1 batch of 4, one SGD step. Text labels only: a plain `Trainer` (its scalar
+    count of shifted text labels). Text + audio labels: a `Trainer` whose `_get_num_items_in_batch` sums
+    `count_loss_items` (the codebook denominators `Trainer` does not count).
+    """
+    examples = []
+    for batch in _micro_batches():
+        for row in range(2):
+            example = {key: value[row] for key, value in batch.items() if with_audio or key != "audio_labels"}
+            examples.append(example)
+    large = _train_one_step(tmp_path / "large", examples, batch_size=4, accumulation=1, counting=with_audio)
+    accumulated = _train_one_step(tmp_path / "acc", examples, batch_size=2, accumulation=2, counting=with_audio)
+    for name in large:
+        torch.testing.assert_close(accumulated[name], large[name], atol=1e-6, rtol=1e-4, msg=name)
