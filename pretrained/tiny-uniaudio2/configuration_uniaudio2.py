@@ -169,8 +169,9 @@ class UniAudio2Config(PreTrainedConfig):
         num_generation_layers (`int`, *optional*, defaults to 2):
             Number of audio-generation layers above the backbone.
         num_hidden_layers (`int`, *optional*):
-            Total number of layers with a KV cache (`understanding + backbone + generation`). Derived when omitted;
-            an inconsistent value raises an error.
+            Total number of decoder layers of the three stacks (`understanding + backbone + generation`): the layers
+            of the KV cache, the entries of `attentions`, and one less than the entries of `hidden_states` (see
+            `UniAudio2ModelOutputWithPast`). Derived when omitted; an inconsistent value raises an error.
         num_attention_heads (`int`, *optional*, defaults to 24):
             Number of attention heads.
         num_key_value_heads (`int`, *optional*, defaults to 8):
@@ -221,10 +222,11 @@ class UniAudio2Config(PreTrainedConfig):
         eos_token_id (`int` or `list[int]`, *optional*, defaults to 128001):
             Text EOS id (`<|end_of_text|>`), the stop id of text generation.
         pad_token_id (`int`, *optional*, defaults to 128020):
-            Text padding id (`<text_pad_token>`).
+            Text padding id (`<text_pad_token>`). Like `bos_token_id` and `eos_token_id`, a value outside the text
+            vocabulary only warns, as in the library.
         text_pad_token_id (`int`, *optional*, defaults to 128020):
             Text id that replaces every prompt token in the unconditional branch of classifier-free guidance (and in
-            the training-time condition dropout).
+            the training-time condition dropout); it must lie in the text vocabulary.
         text_loss_weight (`float`, *optional*, defaults to 1.6):
             Weight of the text loss in the total loss.
         audio_loss_weight (`float`, *optional*, defaults to 1.0):
