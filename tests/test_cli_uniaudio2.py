@@ -30,7 +30,7 @@ HELLO = REPO_ROOT / "examples" / "hello.wav"
 def _env():
     # Subprocesses import this checkout, whatever `pip install -e` pointed at.
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
-            "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+            "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 
 
 def _run_cli(argv, capsys):
@@ -222,6 +222,16 @@ cli.main(["speak", "hello", "-o", sys.argv[2]])
 """
 
 
+def _wait_until_ready(process):
+    """Read the child's stdout up to its `ready` line (other lines, e.g. Trainer's metrics, are skipped)."""
+    for line in process.stdout:
+        if line.strip() == "ready":
+            return
+    process.wait(timeout=30)
+    raise AssertionError(f"the run ended (status {process.returncode}) before it was ready: "
+                         f"{process.stderr.read()[-3000:]}")
+
+
 @pytest.mark.parametrize("stage", ["generating", "writing"])
 def test_a_killed_cli_run_leaves_no_output(tmp_path, stage):
     out = tmp_path / "speech.wav"
@@ -229,7 +239,7 @@ def test_a_killed_cli_run_leaves_no_output(tmp_path, stage):
     process = subprocess.Popen([sys.executable, "-c", KILLED_RUN, stage, str(out)], env=_env(), cwd=tmp_path,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert process.stdout.readline().strip() == "ready", process.stderr.read()[-2000:]
+        _wait_until_ready(process)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     finally:

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO_ROOT, tiny_uniaudio2_config
+from test_cli_uniaudio2 import _env, _wait_until_ready
 from uniaudio2.modeling_uniaudio2 import UniAudio2ForConditionalGeneration
 
 
@@ -37,11 +38,6 @@ runpy.run_path(script, run_name="__main__")
 """
 
 MAX_STEPS, SAVE_STEPS = 10, 3
-
-
-def _env():
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
-            "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 
 
 def _command(script, flags, output_dir, step_seconds=0.0):
@@ -125,3 +121,49 @@ def test_stage_run_killed_mid_run_resumes_to_the_same_weights(tmp_path, tiny_bas
     flags = ["--model_name_or_path", str(tiny_base), "--stage", "3", "--synthetic_examples", "12",
              "--max_length", "160"]
     _kill_and_resume(tmp_path, "train_uniaudio2.py", flags, "model.safetensors")
+
+
+# A kill while the final outputs are written: after `Trainer.save_model` wrote the adapter, or after the merged
+# bundle's model was written but before its processor.
+KILLED_EXPORT = """
+import runpy, sys, time
+import transformers
+
+stage = sys.argv[1]
+target = transformers.Trainer if stage == "adapter" else transformers.PreTrainedModel
+name = "save_model" if stage == "adapter" else "save_pretrained"
+original = getattr(target, name)
+
+def save_then_hang(self, output_dir=None, *args, **kwargs):
+    result = original(self, output_dir, *args, **kwargs)
+    if stage == "adapter" or "merged" in str(output_dir):
+        print("ready", flush=True)
+        time.sleep(600)
+    return result
+
+setattr(target, name, save_then_hang)
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("stage", ["adapter", "merged"])
+def test_a_kill_while_exporting_leaves_no_partial_outputs(tmp_path, tiny_base, stage):
+    output_dir = tmp_path / "lora"
+    command = [sys.executable, "-c", KILLED_EXPORT, stage, str(REPO_ROOT / "recipes" / "finetune_lora.py"),
+               "--model_name_or_path", str(tiny_base), "--synthetic_examples", "4", "--lora_r", "4", "--max_steps",
+               "1", "--per_device_train_batch_size", "2", "--merge_adapters", "true", "--save_strategy", "no",
+               "--report_to", "none", "--disable_tqdm", "true", "--use_cpu", "true", "--output_dir", str(output_dir)]
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_until_ready(process)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    visible = {p.name for p in output_dir.iterdir() if not p.name.startswith(".")}
+    if stage == "adapter":
+        assert not visible & {"adapter_model.safetensors", "adapter_config.json", "merged"}, visible
+    else:
+        assert {"adapter_model.safetensors", "adapter_config.json"} <= visible and "merged" not in visible
