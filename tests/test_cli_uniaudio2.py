@@ -222,29 +222,28 @@ cli.main(["speak", "hello", "-o", sys.argv[2]])
 """
 
 
-def _wait_until_ready(process):
-    """Read the child's stdout up to its `ready` line (other lines, e.g. Trainer's metrics, are skipped)."""
-    for line in process.stdout:
-        if line.strip() == "ready":
-            return
-    process.wait(timeout=30)
-    raise AssertionError(f"the run ended (status {process.returncode}) before it was ready: "
-                         f"{process.stderr.read()[-3000:]}")
+def kill_when_ready(command, cwd=None):
+    """Run `command`, SIGKILL it once it prints its `ready` line (other stdout lines, e.g. Trainer's metrics, skipped)."""
+    process = subprocess.Popen(command, env=_env(), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stdout:
+            if line.strip() == "ready":
+                process.send_signal(signal.SIGKILL)
+                process.wait(timeout=30)
+                return
+        process.wait(timeout=30)
+        raise AssertionError(f"the run ended (status {process.returncode}) before it was ready: "
+                             f"{process.stderr.read()[-3000:]}")
+    finally:
+        if process.poll() is None:
+            process.kill()
 
 
 @pytest.mark.parametrize("stage", ["generating", "writing"])
 def test_a_killed_cli_run_leaves_no_output(tmp_path, stage):
     out = tmp_path / "speech.wav"
     out.write_bytes(b"the previous take")
-    process = subprocess.Popen([sys.executable, "-c", KILLED_RUN, stage, str(out)], env=_env(), cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_until_ready(process)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    kill_when_ready([sys.executable, "-c", KILLED_RUN, stage, str(out)], cwd=tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["speech.wav"] and out.read_bytes() == b"the previous take"
 
 

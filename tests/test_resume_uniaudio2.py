@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO_ROOT, tiny_uniaudio2_config
-from test_cli_uniaudio2 import _env, _wait_until_ready
+from test_cli_uniaudio2 import _env, kill_when_ready
 from uniaudio2.modeling_uniaudio2 import UniAudio2ForConditionalGeneration
 
 
@@ -154,14 +154,7 @@ def test_a_kill_while_exporting_leaves_no_partial_outputs(tmp_path, tiny_base, s
                "--model_name_or_path", str(tiny_base), "--synthetic_examples", "4", "--lora_r", "4", "--max_steps",
                "1", "--per_device_train_batch_size", "2", "--merge_adapters", "true", "--save_strategy", "no",
                "--report_to", "none", "--disable_tqdm", "true", "--use_cpu", "true", "--output_dir", str(output_dir)]
-    process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_until_ready(process)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    kill_when_ready(command)
     visible = {p.name for p in output_dir.iterdir() if not p.name.startswith(".")}
     if stage == "adapter":
         assert not visible & {"adapter_model.safetensors", "adapter_config.json", "merged"}, visible
