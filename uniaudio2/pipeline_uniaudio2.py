@@ -188,9 +188,10 @@ class UniAudio2TextToAudioPipeline(_CodecOnModelDevice, Pipeline):
 
     def _forward(self, model_inputs, generate_kwargs=None, seed=None, **kwargs):
         generate_kwargs = {"constrain_audio_codes": True, **(generate_kwargs or {}), **kwargs}
-        if "max_reasoning_frames" not in generate_kwargs:
+        # The frame bound is the call's or the generation config's (`generate` raises without one).
+        max_frames = generate_kwargs.get("max_new_frames") or getattr(self.model.generation_config, "max_new_frames", None)
+        if "max_reasoning_frames" not in generate_kwargs and max_frames:
             # Reasoning tokens run at 5 Hz and reconstruction tokens at 12.5 Hz: leave 5/7 of the frames to the latter.
-            max_frames = generate_kwargs.get("max_new_frames") or getattr(self.model.generation_config, "max_new_frames", None) or 500
             generate_kwargs["max_reasoning_frames"] = max(1, min(150, 2 * max_frames // 7))
         if seed is not None:
             # Frames are sampled where the depth decoder's codebook heads are (their device under a device map).

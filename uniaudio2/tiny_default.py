@@ -209,10 +209,11 @@ def set_generation_defaults(
     generation_config.eos_token_id = model.config.eos_token_id
     generation_config.pad_token_id = model.config.pad_token_id
     generation_config.max_new_frames = max_new_frames
-    generation_config.audio_do_sample = True
-    generation_config.audio_temperature = 0.9
-    generation_config.audio_top_k = 50
-    generation_config.audio_guidance_scale = 1.0
+    # Codebook sampling of audio mode: the depth decoder's settings, stored with its prefix (as CSM does); no
+    # guidance (`guidance_scale` unset).
+    generation_config.depth_decoder_do_sample = True
+    generation_config.depth_decoder_temperature = 0.9
+    generation_config.depth_decoder_top_k = 50
     generation_config.min_reconstruction_frames = min_reconstruction_frames
     return model
 
