@@ -104,7 +104,7 @@ def reference_style_generate_frame(model, row_ids, row_codes, row_is_audio, posi
     step_input = hidden.unsqueeze(1)
     codes = []
     for k in range(config.num_codebooks):
-        logits, _ = model.depth_decoder(step_input, cache=decoder_cache, use_cache=True)
+        logits = model.depth_decoder(step_input, cache=decoder_cache, use_cache=True).logits
         logits = logits[:, -1]
         logits[:, :forbid_prefix] = float("-inf")
         code = _exponential_race_top1(logits)

@@ -97,7 +97,7 @@ def _teacher_forced_steps(model, prompt, prompt_mask, step_tokens, step_mask, st
         hidden = out.last_hidden_state[0, prompt.shape[0] - 1 :]
         text_logits = model.lm_head(hidden)
         decoder_inputs = model.depth_decoder_inputs(hidden, step_samples[:, 1:].long())
-        audio_logits, _ = model.depth_decoder(decoder_inputs)
+        audio_logits = model.depth_decoder(decoder_inputs).logits
     return text_logits, audio_logits
 
 

@@ -86,9 +86,6 @@ def test_depth_decoder_records_and_returns_a_typed_output():
     torch.testing.assert_close(out.hidden_states[0], model.depth_decoder.input_projection(inputs))
     torch.testing.assert_close(out.hidden_states[-1], out.last_hidden_state, rtol=0, atol=0)
     assert len(out.attentions) == decoder_config.num_hidden_layers and out.attentions[0].shape == (3, 2, 8, 8)
-    # Legacy `logits, hidden = decoder(...)` unpacking keeps working.
-    logits, hidden = model.depth_decoder(inputs)
-    assert torch.equal(logits, out.logits) and torch.equal(hidden, out.last_hidden_state)
     # Through the language model: the teacher-forced frames' records, one frame per `audio_logits` row.
     grid = random_grid()
     full = model(**grid, output_audio_logits=True, output_hidden_states=True, output_attentions=True)

@@ -7,7 +7,7 @@ import textwrap
 
 import torch
 
-from conftest import tiny_uniaudio2_config
+from conftest import REPO_ROOT, tiny_uniaudio2_config
 from uniaudio2.modeling_uniaudio2 import UniAudio2ForConditionalGeneration
 
 
@@ -82,3 +82,25 @@ def test_remote_code_loads_offline_in_a_fresh_process(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "REMOTE_OK" in result.stdout
+
+
+def test_standard_speech_task_names_reach_our_pipelines(tmp_path):
+    """`automatic-speech-recognition` / `text-to-speech` are saved with the model and load our pipelines."""
+    import json
+
+    import numpy as np
+    from transformers import pipeline
+
+    model = UniAudio2ForConditionalGeneration(tiny_uniaudio2_config()).eval()
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())["custom_pipelines"]
+    assert saved["automatic-speech-recognition"] == saved["audio-to-text"]
+    assert saved["text-to-speech"] == saved["text-to-audio"]
+    bundle = str(REPO_ROOT / "pretrained" / "tiny-uniaudio2")
+    asr = pipeline("automatic-speech-recognition", model=bundle, trust_remote_code=True)
+    tts = pipeline("text-to-speech", model=bundle, trust_remote_code=True)
+    assert type(asr).__name__ == "UniAudio2AudioToTextPipeline"
+    assert type(tts).__name__ == "UniAudio2TextToAudioPipeline"
+    text = asr({"raw": np.zeros(24000, dtype=np.float32), "sampling_rate": 24000}, max_new_tokens=2)["text"]
+    assert isinstance(text, str)
+    assert tts("hi", seed=0, max_new_frames=4)["sampling_rate"] == 24000

@@ -96,15 +96,6 @@ class UniAudio2DepthDecoderOutput(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
     cache: Cache | None = None
 
-    def __iter__(self):
-        # Backward compatibility: the decoder used to return the pair `(logits, last_hidden_state)`, which callers
-        # unpack (`logits, _ = depth_decoder(...)`). Keys stay available through `.keys()`.
-        logger.warning_once(
-            "Unpacking the depth decoder's output as `(logits, last_hidden_state)` is deprecated: read `.logits` / "
-            "`.last_hidden_state` (or index it, `out[0]`) instead."
-        )
-        return iter((self.logits, self.last_hidden_state))
-
 
 @dataclass
 class UniAudio2CausalLMOutputWithPast(ModelOutput):
@@ -165,10 +156,18 @@ for _output_class in (UniAudio2ModelOutputWithPast, UniAudio2CausalLMOutputWithP
 
 
 def _pipeline_classes() -> dict:
-    """The pipelines saved with the model (this relative import also makes `save_pretrained` copy their file)."""
+    """
+    The pipelines saved with the model, by task name (this relative import also makes `save_pretrained` copy their
+    file). The library's standard names for speech, `automatic-speech-recognition` and `text-to-speech`, reach them too.
+    """
     from .pipeline_uniaudio2 import UniAudio2AudioToTextPipeline, UniAudio2TextToAudioPipeline
 
-    return {"audio-to-text": UniAudio2AudioToTextPipeline, "text-to-audio": UniAudio2TextToAudioPipeline}
+    return {
+        "audio-to-text": UniAudio2AudioToTextPipeline,
+        "automatic-speech-recognition": UniAudio2AudioToTextPipeline,
+        "text-to-audio": UniAudio2TextToAudioPipeline,
+        "text-to-speech": UniAudio2TextToAudioPipeline,
+    }
 
 
 class UniAudio2PreTrainedModel(PreTrainedModel):
