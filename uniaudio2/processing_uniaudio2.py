@@ -16,12 +16,13 @@
 import numpy as np
 import torch
 from huggingface_hub.dataclasses import validate_typed_dict
+from huggingface_hub.errors import StrictDataclassError
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import AudioKwargs, ProcessingKwargs, ProcessorMixin, TextKwargs, Unpack
 from transformers.tokenization_utils_base import TruncationStrategy
 from transformers.utils import PaddingStrategy, TensorType, logging
 
-from .feature_extraction_uniaudio2 import read_audio_file
+from .feature_extraction_uniaudio2 import as_code_tensor, read_audio_file
 from .tasks_uniaudio2 import (
     DEFAULT_PROMPTS,
     REASONING,
@@ -104,7 +105,7 @@ class UniAudio2Processor(ProcessorMixin):
     * audio QA (`"audio_understanding"`): `audio` and `text` (the question); with labels also `answer`;
     * generation tasks (`"TTS"`, `"TTA"`, `"TTM"`, `"LTS"`): `text` (transcription / caption / lyrics); with labels
       also `audio`, the target; `"InstructTTS"` also takes `instruction` (the style caption);
-    * `"text_only"`: `text`.
+    * `"text_only"` (and `"audio_only"`): `text` (`audio`), for training grids only (`output_labels=True`).
 
     The task prompt (`prompt`, defaulting to the one the released model was trained with) is prepended as
     `<|begin_of_text|> prompt "\\n\\n" <|end_of_text|>`, text segments get `<|begin_of_text|> ... <|end_of_text|>`
@@ -166,6 +167,10 @@ class UniAudio2Processor(ProcessorMixin):
         """
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"Expected a non-empty string, got {text!r}.")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:  # lone surrogates: the tokenizer would raise a TypeError
+            raise ValueError(f"Text {text[:40]!r} is not valid Unicode ({error}).") from error
         ids = self.special_ids()
         body = self.tokenizer(text, **{"add_special_tokens": False, **tokenizer_kwargs})["input_ids"]
         return torch.tensor([ids.bos_token_id, *body, ids.eos_token_id], dtype=torch.long)
@@ -242,25 +247,41 @@ class UniAudio2Processor(ProcessorMixin):
             [`BatchFeature`] with `input_ids`, `audio_codes`, `audio_codes_mask`, `attention_mask` (and `labels`,
             `audio_labels` with `output_labels=True`).
         """
-        merged = self._merge_kwargs(UniAudio2ProcessorKwargs, **kwargs)
+        try:
+            merged = self._merge_kwargs(UniAudio2ProcessorKwargs, **kwargs)
+            # The feature extractor declares no `valid_kwargs`, so `_merge_kwargs` does not check the audio kwargs.
+            validate_typed_dict(AudioKwargs, merged["audio_kwargs"])
+        except StrictDataclassError as error:  # the library's typed-kwargs check: a wrong type of a known option
+            raise ValueError(str(error)) from error
         tokenizer_kwargs = merged["text_kwargs"]  # what is left of them once the grid options are taken out
         grid_kwargs = self._grid_options(tokenizer_kwargs, merged["audio_kwargs"].get("truncation"))
-        # The feature extractor declares no `valid_kwargs`, so `_merge_kwargs` does not check the audio kwargs.
-        validate_typed_dict(AudioKwargs, merged["audio_kwargs"])
         max_length = grid_kwargs["max_length"] or self.max_length
 
+        if not isinstance(task, str):
+            raise ValueError(f"`task` must be a task name (a string such as 'ASR' or 'TTS'), got {task!r}.")
         task_format = resolve_task(task)
+        if not output_labels and not task_format.use_prompt and {key for key, _ in task_format.segments} <= set(
+            task_format.loss_keys
+        ):
+            raise ValueError(
+                f"Task {task_format.name!r} has no input to condition on (all of its grid is the target): it builds "
+                "training grids only, pass `output_labels=True`."
+            )
         ids = self.special_ids()
-        texts = self._as_list(text)
+        texts = self._as_list(text, name="text")
+        answers, instructions, prompts = (self._as_list(value, name=name) for value, name in
+                                          ((answer, "answer"), (instruction, "instruction"), (prompt, "prompt")))
         codes = self._audio_codes(audio, audio_codes, merged["audio_kwargs"].get("sampling_rate"))
         batch_size = max(len(texts or []), len(codes or []), 1)
         for name, values in (("text", texts), ("audio", codes)):
             if values is not None and len(values) != batch_size:
                 raise ValueError(f"Got {len(values)} {name} entries for a batch of {batch_size}.")
-        answers = self._as_list(answer, batch_size)
-        instructions = self._as_list(instruction, batch_size)
-        prompts = self._as_list(prompt, batch_size) or [DEFAULT_PROMPTS.get(task_format.name)] * batch_size
+        answers = self._as_list(answers, batch_size, "answer")
+        instructions = self._as_list(instructions, batch_size, "instruction")
+        prompts = self._as_list(prompts, batch_size, "prompt") or [DEFAULT_PROMPTS.get(task_format.name)] * batch_size
         drops = drop_condition if isinstance(drop_condition, (list, tuple)) else [drop_condition] * batch_size
+        if len(drops) != batch_size:
+            raise ValueError(f"Got {len(drops)} `drop_condition` entries for a batch of {batch_size}.")
 
         grids = []
         for row in range(batch_size):
@@ -362,14 +383,17 @@ class UniAudio2Processor(ProcessorMixin):
         return batch
 
     @staticmethod
-    def _as_list(value, batch_size: int | None = None):
+    def _as_list(value, batch_size: int | None = None, name: str = "text"):
+        """A string or a list of strings as a list (one string repeats over the batch); a `ValueError` otherwise."""
         if value is None:
             return None
+        if not isinstance(value, (str, list, tuple)) or not all(isinstance(item, str) for item in value):
+            raise ValueError(f"`{name}` must be a string or a list of strings, got {value!r:.80}.")
         values = [value] if isinstance(value, str) else list(value)
         if batch_size is not None and len(values) == 1 and batch_size > 1:
             values = values * batch_size
         if batch_size is not None and len(values) != batch_size:
-            raise ValueError(f"Got {len(values)} entries for a batch of {batch_size}.")
+            raise ValueError(f"Got {len(values)} `{name}` entries for a batch of {batch_size}.")
         return values
 
     def _text_for(self, key, task_format, row, texts, answers, instructions, output_labels):
@@ -393,16 +417,37 @@ class UniAudio2Processor(ProcessorMixin):
         if audio is not None and audio_codes is not None:
             raise ValueError("Pass either `audio` or `audio_codes`, not both.")
         if audio_codes is not None:
-            pairs = [tuple(torch.as_tensor(c, dtype=torch.long) for c in pair) for pair in audio_codes]
+            if not isinstance(audio_codes, (list, tuple)) or not all(
+                isinstance(pair, (list, tuple)) and len(pair) == 2 for pair in audio_codes
+            ):
+                raise ValueError(
+                    "`audio_codes` must be a list with one (reasoning_codes, reconstruction_codes) pair per example, "
+                    f"got {type(audio_codes).__name__}" + (f" of {len(audio_codes)} entries." if isinstance(
+                        audio_codes, (list, tuple)) else ".")
+                )
+            pairs = [tuple(as_code_tensor(c, "`audio_codes`") for c in pair) for pair in audio_codes]
         elif audio is not None:
             pairs = self.feature_extractor.encode(audio, sampling_rate=sampling_rate)
         else:
             return None
-        num_codebooks = self.audio_special_ids["num_codebooks"]
-        for reasoning, reconstruction in pairs:
-            for name, value in (("reasoning", reasoning), ("reconstruction", reconstruction)):
+        ids = self.audio_special_ids
+        num_codebooks = ids["num_codebooks"]
+        # Raw codes lie below the first special id of their block (see `default_audio_special_ids`).
+        sizes = {"reasoning": ids["reasoning_bos_token_id"],
+                 "reconstruction": ids["reconstruction_eos_token_id"] - ids["reasoning_vocab_size"]}
+        for example, pair in enumerate(pairs):
+            for name, value in zip(sizes, pair):
                 if value.ndim != 2 or value.shape[0] != num_codebooks or value.shape[1] == 0:
-                    raise ValueError(f"{name} codes must have shape ({num_codebooks}, frames>0), got {tuple(value.shape)}.")
+                    raise ValueError(
+                        f"Example {example}: {name} codes must have shape ({num_codebooks}, frames>0), got "
+                        f"{tuple(value.shape)}."
+                    )
+                low, high = int(value.min()), int(value.max())
+                if low < 0 or high >= sizes[name]:
+                    raise ValueError(
+                        f"Example {example}: {name} codes must lie in [0, {sizes[name] - 1}] (raw codes, without the "
+                        f"vocabulary offset), got values in [{low}, {high}]."
+                    )
         return pairs
 
     def apply_chat_template(self, conversation, task: str | None = None, sampling_rate: int | None = None, **kwargs):
@@ -450,11 +495,30 @@ class UniAudio2Processor(ProcessorMixin):
         """
         if prompt_length is not None:
             sequences = [list(seq)[prompt_length:] for seq in sequences]
+        for sequence in sequences:
+            self._check_token_ids(sequence)
         return self.tokenizer.batch_decode(sequences, **kwargs)
 
-    def decode(self, *args, **kwargs):
+    def decode(self, token_ids, **kwargs):
         """The tokenizer's `decode`, with its defaults."""
-        return self.tokenizer.decode(*args, **kwargs)
+        self._check_token_ids(token_ids)
+        return self.tokenizer.decode(token_ids, **kwargs)
+
+    def _check_token_ids(self, token_ids) -> None:
+        """A `ValueError` naming the id for non-integer ids or ids outside the tokenizer's vocabulary."""
+        values = token_ids.detach().cpu().numpy() if isinstance(token_ids, torch.Tensor) else token_ids
+        try:
+            values = np.asarray(values)
+        except ValueError as error:
+            raise ValueError(f"Token ids must be a sequence of integers, got {token_ids!r:.80} ({error}).") from error
+        if values.size == 0:
+            return
+        if not np.issubdtype(values.dtype, np.integer):
+            raise ValueError(f"Token ids must be integers, got dtype {values.dtype}: {token_ids!r:.80}.")
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high >= len(self.tokenizer):
+            bad = low if low < 0 else high
+            raise ValueError(f"Token id {bad} is outside the tokenizer's vocabulary [0, {len(self.tokenizer) - 1}].")
 
     def decode_audio(self, reconstruction_codes, generator: torch.Generator | None = None, **decode_kwargs) -> list[np.ndarray]:
         """Generated reconstruction codes (one `(8, T_s)` tensor per item, offset removed) → 24 kHz waveforms."""

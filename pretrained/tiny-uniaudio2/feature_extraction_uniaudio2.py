@@ -40,6 +40,40 @@ def read_audio_file(path) -> tuple[np.ndarray, int]:
         raise ValueError(f"{path}: could not read it as audio ({error})") from error
 
 
+def _as_array(audio) -> np.ndarray:
+    """One clip as a numpy array in its own dtype (bfloat16 and other float tensors numpy lacks become float32)."""
+    if isinstance(audio, torch.Tensor):
+        audio = audio.detach().cpu()
+        if audio.is_floating_point() and audio.dtype not in (torch.float16, torch.float32, torch.float64):
+            audio = audio.float()
+        try:
+            return audio.numpy()
+        except TypeError as error:  # dtypes numpy has no equivalent of
+            raise ValueError(f"Unsupported audio dtype {audio.dtype}: use float samples in [-1, 1] or int8/16/32 PCM.") from error
+    if isinstance(audio, (list, tuple)):
+        try:
+            return np.asarray(audio)
+        except ValueError as error:
+            raise ValueError(
+                "Audio given as a list must hold numbers (one clip) or equal-length rows (channels); got a ragged or "
+                f"mixed list ({error})."
+            ) from error
+    if not isinstance(audio, np.ndarray):
+        raise ValueError(f"Audio must be a numpy array, a torch tensor or a list of samples, got {type(audio).__name__}.")
+    return audio
+
+
+def as_code_tensor(codes, name: str) -> torch.LongTensor:
+    """Codes (tensor, array or nested list of integers) as a LongTensor; a `ValueError` for anything else."""
+    try:
+        tensor = torch.as_tensor(codes)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{name} must be integer arrays, got {type(codes).__name__} ({error}).") from error
+    if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
+        raise ValueError(f"{name} must be integers, got dtype {tensor.dtype}.")
+    return tensor.long()
+
+
 class UniAudio2FeatureExtractor(SequenceFeatureExtractor):
     r"""
     Turns raw audio into what UniAudio 2.0 consumes: a validated 24 kHz mono float waveform, and (with the
@@ -47,8 +81,11 @@ class UniAudio2FeatureExtractor(SequenceFeatureExtractor):
 
     Accepted audio: numpy arrays, torch tensors or lists; float (any precision) in [-1, 1], or int8/int16/int32 PCM
     (scaled to [-1, 1]); mono `(num_samples,)` or multi-channel `(channels, num_samples)` / `(num_samples, channels)`
-    (averaged to mono). Audio at another sampling rate is resampled with soxr. A missing sampling rate, an unsupported
-    dtype or layout, empty, non-finite, out-of-range or overlong audio raises a `ValueError` that says what is wrong.
+    (averaged to mono; at most 8 channels). A list whose items are arrays, tensors or lists is a batch of clips. Audio
+    at another (positive integer) sampling rate is resampled with soxr. A missing or invalid sampling rate, an
+    unsupported dtype (bool, complex, uint16, int64, object, ...) or layout (0-d, 3-d), empty, non-finite,
+    out-of-range or overlong audio, or a clip shorter than one sample at 24 kHz, raises a `ValueError` that says what
+    is wrong, before any resampling or encoding.
 
     The codec weights are not part of this JSON config: they live in the `codec_subfolder` of the directory the
     extractor is saved to / loaded from, and are loaded on first use (in the `dtype` given to `from_pretrained`, if
@@ -182,33 +219,27 @@ class UniAudio2FeatureExtractor(SequenceFeatureExtractor):
             )
         if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
             raise ValueError(f"`sampling_rate` must be a positive integer, got {sampling_rate!r}.")
-        if isinstance(audio, torch.Tensor):
-            audio = audio.detach().cpu().numpy()
-        elif isinstance(audio, (list, tuple)):
-            audio = np.asarray(audio)
-        if not isinstance(audio, np.ndarray):
-            raise ValueError(f"Audio must be a numpy array, a torch tensor or a list of samples, got {type(audio).__name__}.")
+        audio = _as_array(audio)
         if audio.dtype in _INTEGER_SCALES:
             audio = audio.astype(np.float32) / _INTEGER_SCALES[audio.dtype]
         elif audio.dtype == np.uint8:
             audio = (audio.astype(np.float32) - 128.0) / 128.0
-        elif np.issubdtype(audio.dtype, np.floating):
-            audio = audio.astype(np.float32)
-        else:
+        elif not np.issubdtype(audio.dtype, np.floating):
             raise ValueError(f"Unsupported audio dtype {audio.dtype}: use float samples in [-1, 1] or int8/16/32 PCM.")
+        if audio.ndim not in (1, 2):
+            raise ValueError(f"Audio must be 1-D (mono) or 2-D (multi-channel), got shape {audio.shape}.")
+        if audio.size == 0:
+            raise ValueError(f"Audio is empty (shape {audio.shape}).")
         if audio.ndim == 2:
             # (channels, samples) or (samples, channels): the channel axis is the short one.
             channel_axis = 0 if audio.shape[0] <= audio.shape[1] else 1
             if audio.shape[channel_axis] > 8:
                 raise ValueError(f"Cannot tell the channel axis of audio with shape {audio.shape}; pass mono audio.")
-            audio = audio.mean(axis=channel_axis)
-        elif audio.ndim != 1:
-            raise ValueError(f"Audio must be 1-D (mono) or 2-D (multi-channel), got shape {audio.shape}.")
-        if audio.size == 0:
-            raise ValueError("Audio is empty.")
+        # Checked in the input's own precision, so that huge float64 values are not reported as "infinite" float32.
         if not np.isfinite(audio).all():
             raise ValueError("Audio contains NaN or infinite samples.")
-        duration = audio.shape[0] / sampling_rate
+        num_samples = audio.shape[1 - channel_axis] if audio.ndim == 2 else audio.shape[0]
+        duration = num_samples / sampling_rate
         if duration > self.max_duration:
             raise ValueError(
                 f"Audio is {duration:.1f} s long, more than max_duration={self.max_duration:.0f} s; split it into chunks."
@@ -216,7 +247,15 @@ class UniAudio2FeatureExtractor(SequenceFeatureExtractor):
         peak = float(np.abs(audio).max())
         if peak > 1.0 + 1e-3:
             raise ValueError(
-                f"Float audio must lie in [-1, 1] (peak {peak:.2f}); integer PCM should be passed with its integer dtype."
+                f"Float audio must lie in [-1, 1] (peak {peak:.3g}); integer PCM should be passed with its integer dtype."
+            )
+        audio = audio.astype(np.float32)
+        if audio.ndim == 2:
+            audio = audio.mean(axis=channel_axis)
+        if round(num_samples * self.sampling_rate / sampling_rate) == 0:
+            raise ValueError(
+                f"Audio of {num_samples} samples at {sampling_rate} Hz is shorter than one sample at "
+                f"{self.sampling_rate} Hz."
             )
         if sampling_rate != self.sampling_rate:
             import soxr
@@ -262,7 +301,7 @@ class UniAudio2FeatureExtractor(SequenceFeatureExtractor):
                 raise ValueError("Audio is empty: got an empty list.")
             if all(isinstance(item, (np.ndarray, torch.Tensor, list, tuple)) for item in raw_audio):
                 return list(raw_audio)
-            return [np.asarray(raw_audio)]
+            return [raw_audio]  # one clip given as a list of samples
         return [raw_audio]
 
     # ------------------------------------------------------------------------------------------------------ tokens
@@ -291,11 +330,23 @@ class UniAudio2FeatureExtractor(SequenceFeatureExtractor):
     def decode(self, reconstruction_codes, generator: torch.Generator | None = None, **decode_kwargs) -> list[np.ndarray]:
         """
         Turn reconstruction codes (one `(8, T_s)` tensor per clip, offset removed) into 24 kHz float waveforms.
+
+        `reconstruction_codes` is a list of integer `(codebooks, frames)` arrays / tensors / nested lists, or one
+        `(batch, codebooks, frames)` tensor; codes outside the codebook raise a `ValueError` (from the codec).
         """
+        if isinstance(reconstruction_codes, (torch.Tensor, np.ndarray)) and reconstruction_codes.ndim != 3:
+            raise ValueError(
+                "Reconstruction codes must be a list of (codebooks, frames) tensors or one (batch, codebooks, frames) "
+                f"tensor, got a tensor of shape {tuple(reconstruction_codes.shape)}."
+            )
+        if not isinstance(reconstruction_codes, (list, tuple, torch.Tensor, np.ndarray)):
+            raise ValueError(
+                f"Reconstruction codes must be a list of (codebooks, frames) tensors, got {type(reconstruction_codes).__name__}."
+            )
         codec = self.codec
         waveforms = []
         for codes in reconstruction_codes:
-            codes = torch.as_tensor(codes, dtype=torch.long)
+            codes = as_code_tensor(codes, "Reconstruction codes")
             if codes.ndim != 2 or codes.shape[1] == 0:
                 raise ValueError(f"Reconstruction codes must have shape (codebooks, frames>0), got {tuple(codes.shape)}.")
             out = codec.decode(codes[None].to(codec.device), generator=generator, **decode_kwargs)
@@ -306,4 +357,4 @@ class UniAudio2FeatureExtractor(SequenceFeatureExtractor):
 
 UniAudio2FeatureExtractor.register_for_auto_class()
 
-__all__ = ["UniAudio2FeatureExtractor", "read_audio_file"]
+__all__ = ["UniAudio2FeatureExtractor", "as_code_tensor", "read_audio_file"]
