@@ -66,9 +66,16 @@ def _as_array(audio) -> np.ndarray:
 def as_code_tensor(codes, name: str) -> torch.LongTensor:
     """Codes (tensor, array or nested list of integers) as a LongTensor; a `ValueError` for anything else."""
     try:
-        tensor = torch.as_tensor(codes)
+        if isinstance(codes, torch.Tensor):
+            tensor = codes
+        elif isinstance(codes, (list, tuple)) and codes and all(isinstance(item, torch.Tensor) for item in codes):
+            tensor = torch.stack(list(codes))
+        else:  # through numpy, which keeps the integer dtype of (possibly empty) arrays
+            tensor = torch.as_tensor(np.asarray(codes))
     except (TypeError, ValueError, RuntimeError) as error:
         raise ValueError(f"{name} must be integer arrays, got {type(codes).__name__} ({error}).") from error
+    if tensor.numel() == 0 and not isinstance(codes, (torch.Tensor, np.ndarray)):
+        tensor = tensor.long()  # empty nested lists carry no dtype: let the shape check name the problem
     if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
         raise ValueError(f"{name} must be integers, got dtype {tensor.dtype}.")
     return tensor.long()
