@@ -23,9 +23,7 @@ LINE = re.compile(r"^(?P<name>[a-z0-9_]+): (?P<status>PASS|FAIL|SKIP) (?P<detail
 # `.contiguous()`, which keeps the (prompt + n, 1) strides of a (1, 1) slice, and dynamo guards on strides; two items
 # (tests/test_devices_uniaudio2.py) get real copies. `.clone(memory_format=torch.contiguous_format)` of the four step
 # inputs fixes it (measured: the check then passes). Strict: this marker must go with the fix.
-KNOWN_FAILURES = {
-    "static_cache_compile": "batch-1 compiled audio steps recompile per frame (run_rows keeps the strides of the slices)",
-}
+KNOWN_FAILURES = {}
 
 
 def _run(*args, timeout=900):

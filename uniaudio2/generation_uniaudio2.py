@@ -578,16 +578,17 @@ class UniAudio2GenerationMixin(GenerationMixin):
         def run_rows(rows: slice, cache, step=self.model):
             # The base model is enough: audio frames only need the mixed hidden state, not the text logits. A static
             # cache gets the mask of all its rows (rows not generated yet are causally masked), so that every
-            # decoding step sees inputs of the same shapes and strides.
+            # decoding step sees inputs of the same shapes and strides (a clone: `.contiguous()` keeps the strides of a
+            # one-row slice, on which compiled steps guard).
             mask = attention_mask
             if static_rows is not None:
                 mask = torch.cat([mask, mask.new_ones(mask.shape[0], static_rows - mask.shape[1])], 1)
             outputs = step(
-                input_ids=input_ids[:, rows].contiguous(),
-                audio_codes=audio_codes[:, rows].contiguous(),
-                audio_codes_mask=audio_codes_mask[:, rows].contiguous(),
+                input_ids=input_ids[:, rows].clone(memory_format=torch.contiguous_format),
+                audio_codes=audio_codes[:, rows].clone(memory_format=torch.contiguous_format),
+                audio_codes_mask=audio_codes_mask[:, rows].clone(memory_format=torch.contiguous_format),
                 attention_mask=mask,
-                position_ids=position_ids[:, rows].contiguous(),
+                position_ids=position_ids[:, rows].clone(memory_format=torch.contiguous_format),
                 cache=cache,
                 use_cache=use_cache,
             )
