@@ -518,6 +518,23 @@ def _recipe_settings(recipe: Path) -> dict:
     }
 
 
+def _with_recipe_lora(model, settings: dict):
+    """`model` with the LoRA recipe's checkpointing and adapters (`settings` from `_recipe_settings`)."""
+    from peft import get_peft_model
+
+    from uniaudio2.training_uniaudio2 import uniaudio2_lora_config
+
+    if settings["activation_checkpointing"]:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    lora = uniaudio2_lora_config(
+        r=settings["lora_r"], lora_alpha=settings["lora_alpha"], lora_dropout=settings["lora_dropout"],
+        include_depth_decoder=settings["lora_depth_decoder"], target_modules=settings["lora_target_modules"],
+        modules_to_save=settings["modules_to_save"],
+    )
+    return get_peft_model(model, lora)
+
+
 def _audio_dense_batch(config: UniAudio2Config, batch_size: int, length: int) -> dict[str, torch.Tensor]:
     """Every row an audio frame (all 8 codebooks labelled), as in the middle of a TTS target: the depth decoder's
     worst case. Audio rows carry no text target (the collator's `labels` are -100 there)."""
@@ -549,13 +566,11 @@ def _fakeify(module: torch.nn.Module, device: str):
 
 def lora_memory_figures(preset: str, recipe: Path) -> dict:
     """Peak memory of one LoRA training step and one eval step (see the module docstring for the method)."""
-    from peft import get_peft_model
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.distributed._tools.mem_tracker import _MemRefType
     from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
     from uniaudio2.modeling_uniaudio2 import UniAudio2ForConditionalGeneration
-    from uniaudio2.training_uniaudio2 import uniaudio2_lora_config
 
     settings = _recipe_settings(recipe)
     config = full_size_config() if preset == "full" else smoke_config()
@@ -570,16 +585,7 @@ def lora_memory_figures(preset: str, recipe: Path) -> dict:
     def build(train: bool):
         with torch.device("meta"):
             model = UniAudio2ForConditionalGeneration(config).to(torch.bfloat16)
-        if settings["activation_checkpointing"]:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.enable_input_require_grads()
-        lora = uniaudio2_lora_config(
-            r=settings["lora_r"], lora_alpha=settings["lora_alpha"], lora_dropout=settings["lora_dropout"],
-            include_depth_decoder=settings["lora_depth_decoder"], target_modules=settings["lora_target_modules"],
-            modules_to_save=settings["modules_to_save"],
-        )
-        model = get_peft_model(model, lora)
-        return model.train(train)
+        return _with_recipe_lora(model, settings).train(train)
 
     def measure(train: bool, batch_size: int) -> dict:
         model = build(train)

@@ -367,23 +367,12 @@ def check_codec_batched_pretokenizing(ctx: Context) -> str:
 
 def _lora_step(config, settings: dict, device: torch.device) -> dict:
     """One LoRA training step of `config` in bf16 as the recipe runs it (see benchmark_full_size.lora_memory_figures)."""
-    from peft import get_peft_model
-
     from uniaudio2.modeling_uniaudio2 import UniAudio2ForConditionalGeneration
-    from uniaudio2.training_uniaudio2 import uniaudio2_lora_config
 
     config.use_cache = False
     with torch.device(device):
         model = UniAudio2ForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
-    if settings["activation_checkpointing"]:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    lora = uniaudio2_lora_config(
-        r=settings["lora_r"], lora_alpha=settings["lora_alpha"], lora_dropout=settings["lora_dropout"],
-        include_depth_decoder=settings["lora_depth_decoder"], target_modules=settings["lora_target_modules"],
-        modules_to_save=settings["modules_to_save"],
-    )
-    model = get_peft_model(model, lora).train()
+    model = benchmark_full_size._with_recipe_lora(model, settings).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=settings["learning_rate"], weight_decay=settings["weight_decay"],
                                   fused=device.type == "cuda" and "fused" in settings["optim"])
